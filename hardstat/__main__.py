@@ -1,0 +1,3 @@
+from hardstat.cli import main
+
+main()

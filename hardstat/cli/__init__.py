@@ -1,0 +1,34 @@
+"""The ``hardstat`` command line: thin commands over the library.
+
+Each command validates its input, calls one library function and renders the result: results go
+to stdout, progress and messages to stderr. Library errors (:class:`hardstat.errors.HardstatError`)
+become ``Error: ...`` on stderr with exit code 1 (:mod:`hardstat.cli.errors`); usage errors exit
+2. Heavy imports (torch, duckdb, altair) happen inside commands, so ``hardstat --help`` is instant.
+"""
+
+from __future__ import annotations
+
+import typer
+
+from hardstat.cli import evaluate as _evaluate
+from hardstat.cli import train as _train
+
+app = typer.Typer(
+    name="hardstat",
+    help=(
+        "Study the negatives of contrastive learning. Train an instrumented MoCo v2 whose rank "
+        "logs record, for logged queries, each queue negative's sample_id, similarity and rank "
+        "(1 = most similar = hardest); restrict the loss to a difficulty band of negatives; "
+        "evaluate the features downstream."
+    ),
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+app.command("train")(_train.train)
+app.command("eval")(_evaluate.evaluate)
+
+
+def main() -> None:
+    """Console entry point."""
+    app()

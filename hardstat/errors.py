@@ -1,0 +1,27 @@
+"""One exception hierarchy. The CLI turns these into ``Error: ...`` on stderr and exit code 1."""
+
+from __future__ import annotations
+
+
+class HardstatError(Exception):
+    """Base class: a user-facing problem with a one-line message that says what to do."""
+
+
+class ConfigError(HardstatError):
+    """A configuration value (band spec, batch/queue sizes, preset...) is invalid."""
+
+
+class DatasetError(HardstatError):
+    """A dataset is missing, unreadable or malformed."""
+
+
+class LogError(HardstatError):
+    """A run's logs are missing, corrupt or of another schema version."""
+
+
+class CheckpointError(HardstatError):
+    """A checkpoint is missing, corrupt, untrusted or does not match the run."""
+
+
+class RunError(HardstatError):
+    """A run directory is missing, already exists, or is not a hardstat run."""

@@ -1,0 +1,67 @@
+"""Run directories and their manifests (no torch).
+
+A run lives at ``OUT/NAME``; ``manifest.json`` in it holds the resolved config, versions, dataset,
+K, band, seed and the schema version (fields in :data:`hardstat.schema.MANIFEST_FIELDS`).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+from hardstat import schema
+from hardstat.errors import LogError, RunError
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._=+-]*$")
+
+
+def check_run_name(name: str) -> str:
+    if not _NAME.match(name):
+        raise RunError(
+            f"run name {name!r} is not allowed; use letters, digits and . _ = + - "
+            "(starting with a letter or digit)"
+        )
+    return name
+
+
+def now_iso() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")
+    os.replace(tmp, path)
+
+
+def read_manifest(run_dir: Path) -> dict[str, Any]:
+    """Read and check a run's manifest; raise RunError/LogError with what to do."""
+    path = Path(run_dir) / schema.MANIFEST_FILE
+    if not Path(run_dir).is_dir():
+        raise RunError(f"run directory {run_dir} does not exist")
+    if not path.is_file():
+        raise RunError(f"{run_dir} is not a hardstat run (no {schema.MANIFEST_FILE})")
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise LogError(f"manifest {path} is unreadable or corrupt ({e}); restore it from a backup") from e
+    if not isinstance(data, dict):
+        raise LogError(f"manifest {path} is corrupt (not a JSON object)")
+    version = data.get("schema_version")
+    if version != schema.SCHEMA_VERSION:
+        raise LogError(
+            f"run {run_dir} has log schema version {version}, this hardstat reads version "
+            f"{schema.SCHEMA_VERSION}; use a hardstat release that matches the run"
+        )
+    return data
+
+
+def update_manifest(run_dir: Path, **fields: Any) -> dict[str, Any]:
+    data = read_manifest(run_dir)
+    data.update(fields)
+    write_json_atomic(Path(run_dir) / schema.MANIFEST_FILE, data)
+    return data

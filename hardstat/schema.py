@@ -1,0 +1,249 @@
+"""The run-log contract: every table, column, type and meaning, and the schema version.
+
+This module is the single source of truth for the log format. The trainer's writer
+(:mod:`hardstat.logwriter`) and every reader go through it, and ``docs/schema.md`` is checked
+against it by a test. Change a column here, bump :data:`SCHEMA_VERSION`, and update the docs.
+
+A run directory looks like::
+
+    RUN/
+      manifest.json            run manifest: resolved config, versions, dataset, K, band, seed
+      pairs/part-*.parquet     one row per (logged query, queue negative) at a logged step
+      queries/part-*.parquet   one row per logged query at a logged step
+      steps/part-*.parquet     one row per optimizer step
+      evals/part-*.parquet     one row per evaluation (kNN monitor, linear probe)
+      samples/part-*.parquet   one row per dataset sample (train and test)
+      classes/part-*.parquet   one row per class
+      checkpoints/last.pt      resumable state (not part of the log contract)
+
+Each table is a directory of Parquet files; a file appears under its final name only once it
+is completely written (written to a hidden temporary name, then renamed), so a glob such as
+``runs/*/pairs/*.parquet`` always reads complete files. Every table carries a ``run`` column
+(the run's name) so files from many runs can be read together.
+
+Only pure-Python descriptions live at module level; :func:`arrow_schema` imports pyarrow lazily.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+SCHEMA_VERSION = 1
+"""Bumped on any incompatible change to a table or the manifest."""
+
+MANIFEST_FILE = "manifest.json"
+
+
+@dataclass(frozen=True)
+class Column:
+    """One column: its name, logical type (see :data:`ARROW_TYPES`), nullability and meaning."""
+
+    name: str
+    type: str
+    nullable: bool
+    doc: str
+
+
+@dataclass(frozen=True)
+class Table:
+    """One log table: a directory of Parquet files under the run directory."""
+
+    name: str
+    doc: str
+    columns: tuple[Column, ...]
+
+    @property
+    def column_names(self) -> tuple[str, ...]:
+        return tuple(c.name for c in self.columns)
+
+
+_RUN = Column("run", "string (dictionary)", False, "Name of the run that wrote the row.")
+_STEP = Column(
+    "step", "int32", False, "Optimizer step, counted from 0 over the whole run (global step)."
+)
+_EPOCH = Column("epoch", "int16", False, "Epoch the step belongs to, counted from 0.")
+
+PAIRS = Table(
+    "pairs",
+    "One row per (logged query, negative in the queue) at a logged step. Within a file, rows of "
+    "one query are stored in rank order (rank 1 first).",
+    (
+        _RUN,
+        _STEP,
+        _EPOCH,
+        Column("query_id", "int32", False, "sample_id of the query image (train split)."),
+        Column(
+            "neg_id",
+            "int32",
+            True,
+            "sample_id of the image whose key sat in this queue slot when the loss was computed; "
+            "null while the slot still holds its random initial key.",
+        ),
+        Column(
+            "rank",
+            "int32",
+            False,
+            "Rank of this negative among the query's K queue negatives by similarity: 1 = most "
+            "similar = hardest, K = easiest. A permutation of 1..K for every logged query.",
+        ),
+        Column(
+            "similarity",
+            "float16",
+            False,
+            "Cosine similarity of query and negative key, before temperature (stored as float16; "
+            "ranks were computed from float32).",
+        ),
+        Column(
+            "in_band",
+            "bool",
+            False,
+            "Whether the loss used this negative at this step (always true for band 0-100).",
+        ),
+    ),
+)
+
+QUERIES = Table(
+    "queries",
+    "One row per logged query at a logged step.",
+    (
+        _RUN,
+        _STEP,
+        _EPOCH,
+        Column("query_id", "int32", False, "sample_id of the query image (train split)."),
+        Column("label", "int16", False, "Class label of the query image."),
+        Column(
+            "pos_similarity",
+            "float32",
+            False,
+            "Cosine similarity of the query and its positive key, before temperature.",
+        ),
+        Column("loss", "float32", False, "This query's InfoNCE loss at this step (banded)."),
+        Column("n_in_band", "int32", False, "Number of negatives the loss used for this query."),
+    ),
+)
+
+STEPS = Table(
+    "steps",
+    "One row per optimizer step.",
+    (
+        _RUN,
+        _STEP,
+        _EPOCH,
+        Column("loss", "float32", False, "Mean InfoNCE loss over the batch."),
+        Column("lr", "float32", False, "Learning rate used for this step."),
+        Column(
+            "pos_similarity",
+            "float32",
+            False,
+            "Mean cosine similarity of queries and their positive keys.",
+        ),
+        Column(
+            "neg_similarity",
+            "float32",
+            False,
+            "Mean cosine similarity of queries and all queue negatives.",
+        ),
+        Column("seconds", "float32", False, "Wall-clock seconds the step took (data to update)."),
+        Column("logged", "bool", False, "Whether pairs and queries were logged at this step."),
+    ),
+)
+
+EVALS = Table(
+    "evals",
+    "One row per downstream evaluation of the query encoder's backbone features.",
+    (
+        _RUN,
+        Column("step", "int32", False, "Last optimizer step completed before the evaluation."),
+        Column("epoch", "int16", False, "Epoch just completed (counted from 0)."),
+        Column("kind", "string", False, "'knn' (weighted kNN monitor) or 'linear' (linear probe)."),
+        Column("top1", "float32", False, "Top-1 accuracy on the held-out split, in [0, 1]."),
+        Column("top5", "float32", True, "Top-5 accuracy in [0, 1]; null with fewer than 5 classes."),
+        Column("params", "string", False, "JSON of the evaluation's settings (k, T, epochs...)."),
+    ),
+)
+
+SAMPLES = Table(
+    "samples",
+    "One row per dataset sample used by the run (train and held-out splits).",
+    (
+        _RUN,
+        Column("sample_id", "int32", False, "Index of the image in its split of the dataset."),
+        Column("split", "string", False, "'train' or 'test'."),
+        Column("label", "int16", False, "Class label."),
+    ),
+)
+
+CLASSES = Table(
+    "classes",
+    "One row per class of the dataset.",
+    (
+        _RUN,
+        Column("label", "int16", False, "Class label."),
+        Column("name", "string", False, "Readable class name."),
+        Column("synset", "string", True, "WordNet 3.0 noun synset name (e.g. dog.n.01), if known."),
+        Column("wnid", "string", True, "ImageNet-style WordNet id (e.g. n02084071), if known."),
+    ),
+)
+
+TABLES: dict[str, Table] = {t.name: t for t in (PAIRS, QUERIES, STEPS, EVALS, SAMPLES, CLASSES)}
+
+MANIFEST_FIELDS: dict[str, str] = {
+    "schema_version": "Integer log schema version (this module's SCHEMA_VERSION).",
+    "run": "Run name (also the `run` column of every table).",
+    "created": "UTC time the run was created, ISO 8601.",
+    "status": "'running', 'interrupted' or 'finished'.",
+    "config": "The fully resolved training configuration (every default filled in).",
+    "dataset": "Dataset spec, name, split sizes, image size and class count.",
+    "queue_size": "K, the number of negatives in the queue.",
+    "band": "The band spec the loss used, e.g. '0-5' or '0-100'.",
+    "band_kept": "Number of negatives per query the band keeps (out of queue_size).",
+    "seed": "Random seed.",
+    "versions": "Versions of hardstat, python, torch, torchvision, numpy, pyarrow.",
+    "device": "Device the run trained on.",
+    "steps_done": "Optimizer steps completed so far.",
+    "epochs_done": "Epochs completed so far.",
+}
+
+
+def arrow_schema(table: str) -> pa.Schema:
+    """The pyarrow schema of a log table (imports pyarrow)."""
+    import pyarrow as pa
+
+    types = {
+        "string (dictionary)": pa.dictionary(pa.int32(), pa.string()),
+        "int16": pa.int16(),
+        "int32": pa.int32(),
+        "float16": pa.float16(),
+        "float32": pa.float32(),
+        "bool": pa.bool_(),
+        "string": pa.string(),
+    }
+    spec = TABLES[table]
+    return pa.schema(
+        [pa.field(c.name, types[c.type], nullable=c.nullable) for c in spec.columns],
+        metadata={b"hardstat.schema_version": str(SCHEMA_VERSION).encode(), b"table": table.encode()},
+    )
+
+
+def render_markdown() -> str:
+    """The column reference of ``docs/schema.md`` (between its BEGIN/END markers)."""
+    lines = [f"Schema version: **{SCHEMA_VERSION}**", ""]
+    for t in TABLES.values():
+        lines += [f"### `{t.name}`", "", t.doc, "", "| column | type | nullable | meaning |",
+                  "| --- | --- | --- | --- |"]
+        lines += [
+            f"| `{c.name}` | {c.type} | {'yes' if c.nullable else 'no'} | {c.doc} |"
+            for c in t.columns
+        ]
+        lines.append("")
+    lines += ["### `manifest.json`", "", "| field | meaning |", "| --- | --- |"]
+    lines += [f"| `{k}` | {v} |" for k, v in MANIFEST_FIELDS.items()]
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":  # python -m hardstat.schema > reference block of docs/schema.md
+    print(render_markdown(), end="")

@@ -1,0 +1,1 @@
+"""Training: MoCo v2 model, queue, bands, rank logging (imports torch)."""

@@ -1,0 +1,120 @@
+"""Downstream evaluation of frozen backbone features: weighted kNN monitor and linear probe."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from hardstat.train.data import ImageSplit
+
+
+@torch.no_grad()
+def extract_features(
+    backbone: nn.Module,
+    split: ImageSplit,
+    transform: Callable[[torch.Tensor], torch.Tensor],
+    device: torch.device,
+    batch_size: int = 512,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """L2-normalized backbone features (N, F) and labels (N,) of a whole split, in eval mode."""
+    was_training = backbone.training
+    backbone.eval()
+    feats, n = [], len(split)
+    for start in range(0, n, batch_size):
+        index = np.arange(start, min(start + batch_size, n))
+        images = split.get_batch(index).to(device, non_blocking=True)  # (B, 3, S, S) uint8
+        feats.append(F.normalize(backbone(transform(images)).float(), dim=1).cpu())  # (B, F)
+    backbone.train(was_training)
+    return torch.cat(feats), torch.as_tensor(split.labels, dtype=torch.long)
+
+
+def knn_scores(
+    features: torch.Tensor,
+    bank: torch.Tensor,
+    bank_labels: torch.Tensor,
+    num_classes: int,
+    k: int,
+    t: float,
+) -> torch.Tensor:
+    """Weighted kNN class scores (Wu et al. 2018): the k most similar bank features vote with
+    weight exp(similarity / t).
+
+    features: (B, F), bank: (N, F), both unit norm; bank_labels: (N,). Returns (B, classes).
+    """
+    k = min(k, bank.shape[0])
+    sim = features @ bank.T  # (B, N)
+    sim_k, idx = sim.topk(k, dim=1)  # (B, k)
+    labels_k = bank_labels[idx]  # (B, k)
+    weights = (sim_k / t).exp()  # (B, k)
+    one_hot = F.one_hot(labels_k, num_classes).float()  # (B, k, classes)
+    return (one_hot * weights[..., None]).sum(dim=1)  # (B, classes)
+
+
+def topk_accuracy(scores: torch.Tensor, labels: torch.Tensor) -> tuple[float, float | None]:
+    """Top-1 and top-5 accuracy (top-5 is None with fewer than 5 classes)."""
+    top1 = float((scores.argmax(dim=1) == labels).float().mean())
+    if scores.shape[1] < 5:
+        return top1, None
+    top5_idx = scores.topk(5, dim=1).indices  # (B, 5)
+    top5 = float((top5_idx == labels[:, None]).any(dim=1).float().mean())
+    return top1, top5
+
+
+def knn_eval(
+    train_feats: torch.Tensor,
+    train_labels: torch.Tensor,
+    test_feats: torch.Tensor,
+    test_labels: torch.Tensor,
+    num_classes: int,
+    k: int = 200,
+    t: float = 0.1,
+    chunk: int = 1024,
+) -> tuple[float, float | None]:
+    """kNN monitor accuracy of test features against the train feature bank."""
+    scores = torch.cat(
+        [
+            knn_scores(test_feats[i : i + chunk], train_feats, train_labels, num_classes, k, t)
+            for i in range(0, test_feats.shape[0], chunk)
+        ]
+    )
+    return topk_accuracy(scores, test_labels)
+
+
+def linear_probe(
+    train_feats: torch.Tensor,
+    train_labels: torch.Tensor,
+    test_feats: torch.Tensor,
+    test_labels: torch.Tensor,
+    num_classes: int,
+    epochs: int = 100,
+    lr: float = 0.1,
+    batch_size: int = 256,
+    weight_decay: float = 0.0,
+    seed: int = 0,
+) -> tuple[float, float | None]:
+    """Train a linear classifier on frozen features (standardized), report test accuracy.
+
+    SGD with momentum 0.9 and a cosine schedule over ``epochs`` passes of the train features.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    mean, std = train_feats.mean(0), train_feats.std(0).clamp_min(1e-6)
+    x_train, x_test = (train_feats - mean) / std, (test_feats - mean) / std
+    clf = nn.Linear(x_train.shape[1], num_classes)
+    opt = torch.optim.SGD(clf.parameters(), lr=lr, momentum=0.9, weight_decay=weight_decay)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs)
+    n = x_train.shape[0]
+    for _ in range(epochs):
+        perm = torch.randperm(n, generator=gen)
+        for i in range(0, n, batch_size):
+            idx = perm[i : i + batch_size]
+            loss = F.cross_entropy(clf(x_train[idx]), train_labels[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        sched.step()
+    with torch.no_grad():
+        return topk_accuracy(clf(x_test), test_labels)

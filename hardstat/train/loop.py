@@ -1,0 +1,363 @@
+"""The training function: one readable loop from data to logged, checkpointed MoCo v2 run."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import platform
+import signal
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import numpy as np
+import torch
+
+import hardstat
+from hardstat import runs, schema
+from hardstat.config import TrainConfig
+from hardstat.errors import ConfigError, RunError
+from hardstat.logwriter import RunLogWriter, set_aside_uncommitted
+from hardstat.train.augment import MocoV2Augment, eval_transform
+from hardstat.train.checkpoint import checkpoint_path, load_checkpoint, save_checkpoint
+from hardstat.train.data import Dataset, load_dataset
+from hardstat.train.evaluate import extract_features, knn_eval
+from hardstat.train.logger import RankLogger
+from hardstat.train.model import MoCo
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    run_dir: Path
+    steps_done: int
+    epochs_done: int
+    knn_top1: float | None
+    interrupted: bool
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        return torch.device("cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device {name} requested but CUDA is not available; use --device cpu")
+    return device
+
+
+def learning_rate(step: int, total_steps: int, base_lr: float, schedule: str) -> float:
+    """Cosine decay from ``base_lr`` to 0 over the run (per step), or constant."""
+    if schedule == "constant":
+        return base_lr
+    return base_lr * 0.5 * (1.0 + math.cos(math.pi * step / total_steps))
+
+
+def epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
+    """The sample order of an epoch: a permutation of 0..n-1 fixed by (seed, epoch)."""
+    return torch.randperm(n, generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch))
+
+
+class _StopFlag:
+    """Turns the first SIGINT/SIGTERM into a request to stop at the next step boundary."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous: dict[int, Any] = {}
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        if self.requested:  # second signal: stop now
+            raise KeyboardInterrupt
+        self.requested = True
+        print("\nstopping after this step (press Ctrl-C again to abort at once)...",
+              file=sys.stderr)
+
+    @contextlib.contextmanager
+    def installed(self) -> Iterator[_StopFlag]:
+        import threading
+
+        if threading.current_thread() is not threading.main_thread():
+            yield self
+            return
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self._previous[sig] = signal.signal(sig, self._handle)
+        try:
+            yield self
+        finally:
+            for sig, handler in self._previous.items():
+                signal.signal(sig, handler)
+
+
+def versions() -> dict[str, str]:
+    import pyarrow
+    import torchvision
+
+    return {
+        "hardstat": hardstat.__version__,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "torchvision": torchvision.__version__,
+        "numpy": np.__version__,
+        "pyarrow": pyarrow.__version__,
+    }
+
+
+def _new_run(run_dir: Path, config: TrainConfig, dataset: Dataset, device: torch.device) -> None:
+    if run_dir.exists() and any(run_dir.iterdir()):
+        raise RunError(
+            f"run directory {run_dir} already exists; choose another --name, delete it, "
+            f"or continue it with --resume {run_dir}"
+        )
+    runs.check_run_name(run_dir.name)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    band = config.parsed_band
+    manifest = {
+        "schema_version": schema.SCHEMA_VERSION,
+        "run": run_dir.name,
+        "created": runs.now_iso(),
+        "status": "running",
+        "config": config.to_dict(),
+        "dataset": {
+            "spec": dataset.spec,
+            "name": dataset.name,
+            "train_size": len(dataset.train),
+            "test_size": len(dataset.test) if dataset.test is not None else 0,
+            "image_size": dataset.train.image_size,
+            "num_classes": len(dataset.classes),
+        },
+        "queue_size": config.model.queue_size,
+        "band": band.spec,
+        "band_kept": band.kept_count(config.model.queue_size),
+        "seed": config.seed,
+        "versions": versions(),
+        "device": str(device),
+        "steps_done": 0,
+        "epochs_done": 0,
+    }
+    runs.write_json_atomic(run_dir / schema.MANIFEST_FILE, manifest)
+
+
+def _static_tables(logger: RankLogger, dataset: Dataset) -> None:
+    splits = [("train", dataset.train)] + ([("test", dataset.test)] if dataset.test else [])
+    for name, split in splits:
+        logger.write_table(
+            "samples",
+            {
+                "sample_id": np.asarray(split.sample_ids, dtype=np.int32),
+                "split": name,
+                "label": np.asarray(split.labels, dtype=np.int16),
+            },
+        )
+    logger.write_table(
+        "classes",
+        {
+            "label": np.array([c.label for c in dataset.classes], dtype=np.int16),
+            "name": np.array([c.name for c in dataset.classes], dtype=object),
+            "synset": np.array([c.synset for c in dataset.classes], dtype=object),
+            "wnid": np.array([c.wnid for c in dataset.classes], dtype=object),
+        },
+    )
+
+
+def train(
+    config: TrainConfig,
+    run_dir: Path,
+    *,
+    resume: bool = False,
+    progress: bool = True,
+    stop_after: int | None = None,
+) -> TrainResult:
+    """Train (or resume) a MoCo v2 run in ``run_dir``; returns where it got to.
+
+    ``stop_after`` stops cleanly (checkpoint, flushed logs, status 'interrupted') once that many
+    steps are done, exactly as a Ctrl-C would; used to test resumption.
+    """
+    run_dir = Path(run_dir)
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    device = resolve_device(config.device)
+    dataset = load_dataset(
+        config.data.dataset,
+        download=config.data.download,
+        image_size=config.data.image_size,
+        subset=config.data.subset,
+        seed=config.seed,
+    )
+    b, k = config.optim.batch_size, config.model.queue_size
+    steps_per_epoch = len(dataset.train) // b
+    if steps_per_epoch == 0:
+        raise ConfigError(
+            f"batch size {b} is larger than the {len(dataset.train)} training images; "
+            "lower --batch-size"
+        )
+    total_steps = steps_per_epoch * config.optim.epochs
+    band = config.parsed_band
+
+    if resume:
+        state = load_checkpoint(checkpoint_path(run_dir))
+        saved = TrainConfig.from_dict(json.loads(state["config"]))
+        if saved != config:
+            raise ConfigError(
+                f"the config differs from the one {run_dir} was trained with; resume with "
+                "only --resume RUN (the saved config is used)"
+            )
+        runs.read_manifest(run_dir)
+    else:
+        _new_run(run_dir, config, dataset, device)
+        state = None
+
+    torch.manual_seed(config.seed)
+    model = MoCo(
+        backbone=config.model.backbone,
+        width=config.model.width,
+        dim=config.model.dim,
+        queue_size=k,
+        momentum=config.model.momentum,
+        temperature=config.model.temperature,
+        bn_splits=config.model.bn_splits,
+        symmetric=config.model.symmetric,
+        generator=torch.Generator().manual_seed(config.seed + 3),
+    ).to(device)
+    optimizer = torch.optim.SGD(
+        model.encoder_q.parameters(),
+        lr=config.optim.resolved_lr,
+        momentum=config.optim.momentum,
+        weight_decay=config.optim.weight_decay,
+    )
+    augment = MocoV2Augment(dataset.train.image_size, dataset.mean, dataset.std)
+    gen_aug = torch.Generator(device=device).manual_seed(config.seed + 1)
+    gen_model = torch.Generator(device=device).manual_seed(config.seed + 2)
+    writer = RunLogWriter(run_dir, run_dir.name, file_rows=config.log.file_rows)
+    step = 0
+    if state is not None:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        gen_aug.set_state(state["gen_aug"])
+        gen_model.set_state(state["gen_model"])
+        step = int(state["step"])
+        log_state = state["logger"]
+        set_aside_uncommitted(run_dir, log_state["writer"]["committed"])
+        writer = RunLogWriter(
+            run_dir, run_dir.name, file_rows=config.log.file_rows,
+            next_seq=log_state["writer"]["next_seq"],
+        )
+    logger = RankLogger(
+        writer,
+        enabled=config.log.enabled,
+        every=config.log.every,
+        queries=config.log.queries,
+        seed=config.seed,
+    )
+    if state is not None:
+        logger.load_state(state["logger"])
+    else:
+        _static_tables(logger, dataset)
+
+    use_amp = config.amp and device.type == "cuda"
+    knn_top1: float | None = None
+
+    def checkpoint(status: str) -> None:
+        logger.flush()
+        save_checkpoint(
+            checkpoint_path(run_dir),
+            {
+                "format": "hardstat-checkpoint-1",
+                "step": step,
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "gen_aug": gen_aug.get_state(),
+                "gen_model": gen_model.get_state(),
+                "logger": logger.state(),
+                "config": json.dumps(config.to_dict()),
+            },
+        )
+        runs.update_manifest(
+            run_dir, status=status, steps_done=step, epochs_done=step // steps_per_epoch
+        )
+
+    def evaluate(epoch: int) -> float | None:
+        if dataset.test is None:
+            return None
+        def tf(images: torch.Tensor) -> torch.Tensor:
+            return eval_transform(images, dataset.train.image_size, dataset.mean, dataset.std)
+
+        bank, bank_labels = extract_features(model.encoder_q.backbone, dataset.train, tf, device)
+        feats, labels = extract_features(model.encoder_q.backbone, dataset.test, tf, device)
+        top1, top5 = knn_eval(
+            bank, bank_labels, feats, labels, len(dataset.classes),
+            k=config.eval.knn_k, t=config.eval.knn_t,
+        )
+        params = json.dumps({"k": config.eval.knn_k, "t": config.eval.knn_t, "bank": "train"})
+        logger.log_eval(step - 1, epoch, "knn", top1, top5, params)
+        return top1
+
+    bar = _progress(total_steps, step, progress, run_dir.name)
+    stop = _StopFlag()
+    interrupted = False
+    rate: float | None = None
+    with stop.installed():
+        model.train()
+        while step < total_steps:
+            epoch = step // steps_per_epoch
+            order = epoch_order(len(dataset.train), config.seed, epoch)
+            for i in range(step % steps_per_epoch, steps_per_epoch):
+                t0 = time.perf_counter()
+                index = order[i * b : (i + 1) * b].numpy()
+                images = dataset.train.get_batch(index).to(device, non_blocking=True)
+                ids = torch.as_tensor(dataset.train.sample_ids[index], device=device)
+                labels = torch.as_tensor(dataset.train.labels[index], device=device)
+                lr = learning_rate(step, total_steps, config.optim.resolved_lr,
+                                   config.optim.schedule)
+                for group in optimizer.param_groups:
+                    group["lr"] = lr
+                im_q, im_k = augment.two_views(images, gen_aug)
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
+                    out = model(im_q, im_k, ids, labels, step, band, gen_model)
+                optimizer.zero_grad(set_to_none=True)
+                out.loss.backward()
+                optimizer.step()
+                logger.log_step(step, epoch, out, ids, labels, lr, time.perf_counter() - t0)
+                step += 1
+                bar.update(1)
+                seconds = time.perf_counter() - t0
+                rate = b / seconds if rate is None else 0.9 * rate + 0.1 * b / seconds
+                bar.set_postfix(
+                    epoch=epoch, loss=f"{float(out.loss.detach()):.3f}", img_s=f"{rate:.0f}", refresh=False
+                )
+                if stop.requested or (stop_after is not None and step >= stop_after):
+                    interrupted = True
+                    break
+            if interrupted:
+                break
+            ev = config.eval.knn_every
+            if (ev and (epoch + 1) % ev == 0) or step == total_steps:
+                knn_top1 = evaluate(epoch)
+                if knn_top1 is not None:
+                    bar.write(f"epoch {epoch}: kNN top-1 {knn_top1:.4f}", file=sys.stderr)
+            ce = config.checkpoint_every
+            if (ce and (epoch + 1) % ce == 0) and step < total_steps:
+                checkpoint("running")
+        bar.close()
+        checkpoint("interrupted" if interrupted else "finished")
+        logger.close()
+    return TrainResult(run_dir, step, step // steps_per_epoch, knn_top1, interrupted)
+
+
+def _progress(total: int, initial: int, enabled: bool, name: str) -> Any:
+    from tqdm import tqdm
+
+    return tqdm(
+        total=total,
+        initial=initial,
+        disable=not enabled,
+        file=sys.stderr,
+        unit="step",
+        desc=name,
+        dynamic_ncols=True,
+        mininterval=0.5,
+    )

@@ -1,0 +1,74 @@
+import math
+from fractions import Fraction
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from hardstat.bands import parse_band
+from hardstat.errors import ConfigError
+
+
+@pytest.mark.parametrize(
+    ("spec", "k", "kept"),
+    [
+        ("0-5", 4096, 205),
+        ("5-100", 4096, 3891),
+        ("0.1-100", 4096, 4091),
+        ("0-100", 4096, 4096),
+        ("random:5", 4096, 205),
+        ("0-5,50-55", 4096, 205 + (2253 - 2048)),
+        ("0-5,3-10", 100, 10),  # overlapping ranges count once
+        ("7-8", 100, 1),  # exact arithmetic: ceil(7) = 7, not 8
+        ("0-0.01", 4096, 1),
+    ],
+)
+def test_kept_counts_by_hand(spec: str, k: int, kept: int) -> None:
+    assert parse_band(spec).kept_count(k) == kept
+
+
+def test_rank_intervals_by_hand() -> None:
+    assert parse_band("0-5").rank_intervals(4096) == ((0, 205),)
+    assert parse_band("0.1-100").rank_intervals(4096) == ((5, 4096),)
+    assert parse_band("50-55,0-5").rank_intervals(4096) == ((0, 205), (2048, 2253))
+    assert parse_band("0-5,5-10").rank_intervals(100) == ((0, 10),)
+
+
+def test_canonical_spec() -> None:
+    assert parse_band(" 0 - 5 ").spec == "0-5"
+    assert parse_band("50-55,0-5").spec == "0-5,50-55"
+    assert parse_band("random:5").spec == "random:5"
+    assert parse_band("0.1-100").spec == "0.1-100"
+    assert parse_band("0-100").is_all and not parse_band("0-5").is_all
+
+
+@pytest.mark.parametrize(
+    "spec", ["", "5", "5-", "a-b", "0-5;5-10", "-1-5", "0-101", "5-5", "10-5", "random:",
+             "random:0", "random:101", "0-5,"]
+)
+def test_malformed_specs_rejected(spec: str) -> None:
+    with pytest.raises(ConfigError) as e:
+        parse_band(spec)
+    assert "\n" not in str(e.value)
+
+
+def test_band_keeping_nothing_rejected() -> None:
+    band = parse_band("0.01-0.02")
+    with pytest.raises(ConfigError, match="keeps no negative"):
+        band.check(4096)
+
+
+percents = st.fractions(min_value=0, max_value=100, max_denominator=1000)
+
+
+@given(k=st.integers(1, 70000), a=percents, b=percents)
+def test_count_rule_matches_definition(k: int, a: Fraction, b: Fraction) -> None:
+    lo, hi = sorted((a, b))
+    if lo == hi:
+        return
+    spec = f"{float(lo):.10g}-{float(hi):.10g}"
+    band = parse_band(spec)
+    (flo, fhi), = band.ranges
+    # slow reference: count r in 1..K with ceil(lo K/100) < r <= ceil(hi K/100)
+    cut_lo, cut_hi = math.ceil(flo * k / 100), math.ceil(fhi * k / 100)
+    assert band.kept_count(k) == sum(1 for r in range(1, k + 1) if cut_lo < r <= cut_hi)

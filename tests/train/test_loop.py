@@ -1,0 +1,250 @@
+"""End-to-end tests of the training loop on the tiny preset (seconds on a CPU)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import pytest
+import torch
+
+from hardstat import runs
+from hardstat.config import preset
+from hardstat.errors import CheckpointError, ConfigError, RunError
+from hardstat.train import model as model_module
+from hardstat.train.checkpoint import checkpoint_path, load_checkpoint
+from hardstat.train.loop import train
+from hardstat.train.queue import KeyQueue
+
+TINY = preset("tiny").replace(**{"optim.epochs": 2, "threads": 2})
+
+
+def sql(query: str, *params: object) -> list[tuple]:
+    return duckdb.connect().execute(query, list(params)).fetchall()
+
+
+@dataclass
+class Ledger:
+    """What the model did, recorded independently of the queue's own provenance buffers."""
+
+    queries: list[torch.Tensor] = field(default_factory=list)  # per step: (B, C) queries
+    enqueued: list[tuple[int, torch.Tensor, torch.Tensor]] = field(default_factory=list)
+
+
+@pytest.fixture(scope="module")
+def recorded_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Ledger]:
+    ledger = Ledger()
+    original_sims = model_module.similarities
+    original_enqueue = KeyQueue.enqueue
+
+    def record_sims(q: torch.Tensor, k: torch.Tensor, queue: torch.Tensor):  # type: ignore[no-untyped-def]
+        ledger.queries.append(q.detach().float().clone())
+        return original_sims(q, k, queue)
+
+    def record_enqueue(self, keys, sample_ids, labels, step):  # type: ignore[no-untyped-def]
+        ledger.enqueued.append((step, sample_ids.clone(), keys.detach().float().clone()))
+        return original_enqueue(self, keys, sample_ids, labels, step)
+
+    mp = pytest.MonkeyPatch()
+    mp.setattr(model_module, "similarities", record_sims)
+    mp.setattr(KeyQueue, "enqueue", record_enqueue)
+    run_dir = tmp_path_factory.mktemp("runs") / "full"
+    try:
+        result = train(TINY, run_dir, progress=False)
+    finally:
+        mp.undo()
+    assert not result.interrupted and result.steps_done == 16
+    return run_dir, ledger
+
+
+def test_run_directory_and_manifest(recorded_run: tuple[Path, Ledger]) -> None:
+    run_dir, _ = recorded_run
+    m = runs.read_manifest(run_dir)
+    assert m["status"] == "finished" and m["steps_done"] == 16 and m["epochs_done"] == 2
+    assert m["queue_size"] == 256 and m["band"] == "0-100" and m["band_kept"] == 256
+    assert m["config"]["optim"]["epochs"] == 2 and m["versions"]["torch"] == torch.__version__
+    for table in ("pairs", "queries", "steps", "evals", "samples", "classes"):
+        assert list((run_dir / table).glob("*.parquet")), table
+
+
+def test_ranks_are_permutations_and_rank_one_is_most_similar(
+    recorded_run: tuple[Path, Ledger],
+) -> None:
+    run_dir, _ = recorded_run
+    pairs = f"'{run_dir}/pairs/*.parquet'"
+    bad = sql(
+        f"""SELECT step, query_id FROM {pairs} GROUP BY step, query_id
+            HAVING count(*) != 256 OR count(DISTINCT rank) != 256
+                OR min(rank) != 1 OR max(rank) != 256"""
+    )
+    assert bad == []
+    n_queries = sql(f"SELECT count(DISTINCT (step, query_id)) FROM {pairs}")[0][0]
+    assert n_queries == 8 * 16  # logged steps 0, 2, ..., 14 with 16 queries each
+    # similarity never increases with rank within a query (stored float16)
+    inversions = sql(
+        f"""SELECT count(*) FROM (
+              SELECT similarity - lag(similarity) OVER (PARTITION BY step, query_id ORDER BY rank)
+                AS d FROM {pairs}) WHERE d > 0"""
+    )[0][0]
+    assert inversions == 0
+    top = sql(
+        f"""SELECT bool_and(similarity = (SELECT max(similarity) FROM {pairs} p2
+                WHERE p2.step = p.step AND p2.query_id = p.query_id))
+            FROM {pairs} p WHERE rank = 1"""
+    )[0][0]
+    assert top
+
+
+def test_neg_ids_are_the_keys_the_loss_saw(recorded_run: tuple[Path, Ledger]) -> None:
+    """Recompute each logged similarity from the recorded query and enqueued-key embeddings,
+    looking up each neg_id in an independent ledger of enqueued batches."""
+    run_dir, ledger = recorded_run
+    rows = sql(
+        f"SELECT step, query_id, neg_id, similarity FROM '{run_dir}/pairs/*.parquet' "
+        "WHERE step IN (2, 6, 14)"
+    )
+    batch_ids = {step: ids.tolist() for step, ids, _ in ledger.enqueued}
+    checked = nulls = 0
+    for step, query_id, neg_id, sim in rows:
+        if neg_id is None:
+            nulls += 1
+            continue
+        # the last batch before `step` that enqueued this sample id
+        source = max(t for t, ids, _ in ledger.enqueued if t < step and neg_id in ids.tolist())
+        key = ledger.enqueued[source][2][batch_ids[source].index(neg_id)]
+        q = ledger.queries[step][batch_ids[step].index(query_id)]
+        assert abs(float(q @ key) - sim) < 2e-3
+        checked += 1
+    # K = 256, B = 64: the queue is full of real keys from step 4 on; step 2 has 128 random slots
+    assert nulls == 16 * 128
+    assert checked == 3 * 16 * 256 - nulls
+    # the logged negatives of a step are exactly the keys enqueued in the K/B steps before it
+    for step in (6, 14):
+        logged = {r[0] for r in sql(
+            f"SELECT DISTINCT neg_id FROM '{run_dir}/pairs/*.parquet' WHERE step = ?", step)}
+        window = {i for t, ids, _ in ledger.enqueued if step - 4 <= t < step for i in ids.tolist()}
+        assert logged == window
+
+
+def test_steps_queries_evals_samples(recorded_run: tuple[Path, Ledger]) -> None:
+    run_dir, _ = recorded_run
+    steps = sql(f"SELECT step, logged FROM '{run_dir}/steps/*.parquet' ORDER BY step")
+    assert [s for s, _ in steps] == list(range(16))
+    assert [s for s, logged in steps if logged] == list(range(0, 16, 2))
+    q = sql(f"SELECT count(*), min(n_in_band), max(n_in_band) FROM '{run_dir}/queries/*.parquet'")
+    assert q == [(8 * 16, 256, 256)]
+    evals = sql(f"SELECT epoch, kind, top1 FROM '{run_dir}/evals/*.parquet' ORDER BY epoch")
+    assert [(e, k) for e, k, _ in evals] == [(0, "knn"), (1, "knn")]
+    assert evals[-1][2] > 0.2  # 10 classes: chance is 0.1
+    samples = sql(f"SELECT split, count(*) FROM '{run_dir}/samples/*.parquet' GROUP BY 1 ORDER BY 1")
+    assert samples == [("test", 256), ("train", 512)]
+
+
+def test_band_run_logs_in_band_counts(tmp_path: Path) -> None:
+    config = TINY.replace(band="0-5", **{"optim.epochs": 1})
+    train(config, tmp_path / "band", progress=False)
+    pairs = f"'{tmp_path}/band/pairs/*.parquet'"
+    # 0-5 of K = 256 keeps ranks 1..13 (ceil(12.8) = 13)
+    per_query = sql(
+        f"SELECT DISTINCT count(*) FILTER (in_band), max(rank) FILTER (in_band) "
+        f"FROM {pairs} GROUP BY step, query_id"
+    )
+    assert per_query == [(13, 13)]
+    assert sql(f"SELECT DISTINCT n_in_band FROM '{tmp_path}/band/queries/*.parquet'") == [(13,)]
+    assert runs.read_manifest(tmp_path / "band")["band_kept"] == 13
+
+
+def test_interrupted_and_resumed_run_logs_the_same_steps(
+    recorded_run: tuple[Path, Ledger], tmp_path: Path
+) -> None:
+    full, _ = recorded_run
+    part = tmp_path / "resumed"
+    first = train(TINY, part, progress=False, stop_after=5)  # mid-epoch (8 steps per epoch)
+    assert first.interrupted and first.steps_done == 5
+    assert runs.read_manifest(part)["status"] == "interrupted"
+    second = train(TINY, part, resume=True, progress=False)
+    assert not second.interrupted and second.steps_done == 16
+    for table, key in [("pairs", "step, query_id, rank"), ("queries", "step, query_id"),
+                       ("steps", "step")]:
+        a = sql(f"SELECT {key} FROM '{full}/{table}/*.parquet' ORDER BY {key}")
+        b = sql(f"SELECT {key} FROM '{part}/{table}/*.parquet' ORDER BY {key}")
+        assert a == b, table
+    # CPU training is deterministic: the resumed log is identical, values included
+    cols = "step, query_id, neg_id, rank, similarity, in_band"
+    a = sql(f"SELECT {cols} FROM '{full}/pairs/*.parquet' ORDER BY step, query_id, rank")
+    b = sql(f"SELECT {cols} FROM '{part}/pairs/*.parquet' ORDER BY step, query_id, rank")
+    assert a == b
+    # and the queue with its provenance ends up the same
+    sa = load_checkpoint(checkpoint_path(full))["model"]
+    sb = load_checkpoint(checkpoint_path(part))["model"]
+    for name in ("queue.sample_ids", "queue.labels", "queue.steps", "queue.ptr"):
+        assert torch.equal(sa[name], sb[name]), name
+    assert torch.allclose(sa["queue.keys"], sb["queue.keys"])
+
+
+def test_crash_after_checkpoint_sets_aside_later_files(tmp_path: Path) -> None:
+    run_dir = tmp_path / "crash"
+    train(TINY, run_dir, progress=False, stop_after=4)
+    ckpt = checkpoint_path(run_dir)
+    saved = ckpt.read_bytes()
+    train(TINY, run_dir, resume=True, progress=False, stop_after=12)
+    ckpt.write_bytes(saved)  # as if the process died after step 12 with the step-4 checkpoint
+    train(TINY, run_dir, resume=True, progress=False)
+    steps = sql(f"SELECT step, count(*) FROM '{run_dir}/steps/*.parquet' GROUP BY 1 ORDER BY 1")
+    assert steps == [(s, 1) for s in range(16)]
+    assert list((run_dir / "superseded").rglob("*.parquet"))  # moved, not deleted
+
+
+def test_existing_run_directory_is_refused(recorded_run: tuple[Path, Ledger]) -> None:
+    run_dir, _ = recorded_run
+    before = sorted(p.name for p in (run_dir / "pairs").iterdir())
+    with pytest.raises(RunError, match="already exists"):
+        train(TINY, run_dir, progress=False)
+    assert sorted(p.name for p in (run_dir / "pairs").iterdir()) == before
+
+
+def test_resume_rejects_other_config_and_bad_checkpoint(tmp_path: Path) -> None:
+    run_dir = tmp_path / "r"
+    train(TINY, run_dir, progress=False, stop_after=2)
+    with pytest.raises(ConfigError, match="differs"):
+        train(TINY.replace(seed=5), run_dir, resume=True, progress=False)
+    checkpoint_path(run_dir).write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match="could not be loaded safely"):
+        train(TINY, run_dir, resume=True, progress=False)
+    with pytest.raises(CheckpointError, match="no checkpoint"):
+        train(TINY, tmp_path / "missing", resume=True, progress=False)
+
+
+def test_untrusted_checkpoint_with_code_is_refused(tmp_path: Path) -> None:
+    import pickle
+
+    class Evil:
+        def __reduce__(self):  # type: ignore[no-untyped-def]
+            return (print, ("pwned",))
+
+    path = tmp_path / "ckpt.pt"
+    torch.save({"format": "hardstat-checkpoint-1", "x": Evil()}, path, pickle_protocol=2)
+    with pytest.raises(CheckpointError):
+        load_checkpoint(path)
+    assert pickle  # imported for the protocol constant's clarity
+
+
+def test_manifest_config_round_trips(recorded_run: tuple[Path, Ledger]) -> None:
+    run_dir, _ = recorded_run
+    from hardstat.config import TrainConfig
+
+    config = TrainConfig.from_dict(json.loads(json.dumps(runs.read_manifest(run_dir)["config"])))
+    assert config == TINY
+
+
+def test_symmetric_loss_runs(tmp_path: Path) -> None:
+    config = TINY.replace(**{"model.symmetric": True, "optim.epochs": 1, "model.queue_size": 256})
+    result = train(config, tmp_path / "sym", progress=False)
+    assert result.steps_done == 8
+    state = load_checkpoint(checkpoint_path(tmp_path / "sym"))["model"]
+    ids = state["queue.sample_ids"]
+    assert (ids >= 0).all()  # 8 steps x 2 x 64 keys filled all 256 slots
+    assert np.isin(ids.numpy(), np.arange(512)).all()
