@@ -63,9 +63,7 @@ class Band:
         """
         if self.random_percent is not None:
             raise ConfigError(f"band {self.spec} keeps random negatives, not fixed ranks")
-        cuts = sorted(
-            (_cut(lo, queue_size), _cut(hi, queue_size)) for lo, hi in self.ranges
-        )
+        cuts = sorted((_cut(lo, queue_size), _cut(hi, queue_size)) for lo, hi in self.ranges)
         merged: list[tuple[int, int]] = []
         for lo, hi in cuts:
             if hi <= lo:

@@ -29,7 +29,7 @@ def check_run_name(name: str) -> str:
 
 
 def now_iso() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    return _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
 
 
 def write_json_atomic(path: Path, data: Any) -> None:
@@ -48,7 +48,9 @@ def read_manifest(run_dir: Path) -> dict[str, Any]:
     try:
         data = json.loads(path.read_text())
     except (OSError, ValueError) as e:
-        raise LogError(f"manifest {path} is unreadable or corrupt ({e}); restore it from a backup") from e
+        raise LogError(
+            f"manifest {path} is unreadable or corrupt ({e}); restore it from a backup"
+        ) from e
     if not isinstance(data, dict):
         raise LogError(f"manifest {path} is corrupt (not a JSON object)")
     version = data.get("schema_version")

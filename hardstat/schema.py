@@ -161,7 +161,9 @@ EVALS = Table(
         Column("epoch", "int16", False, "Epoch just completed (counted from 0)."),
         Column("kind", "string", False, "'knn' (weighted kNN monitor) or 'linear' (linear probe)."),
         Column("top1", "float32", False, "Top-1 accuracy on the held-out split, in [0, 1]."),
-        Column("top5", "float32", True, "Top-5 accuracy in [0, 1]; null with fewer than 5 classes."),
+        Column(
+            "top5", "float32", True, "Top-5 accuracy in [0, 1]; null with fewer than 5 classes."
+        ),
         Column("params", "string", False, "JSON of the evaluation's settings (k, T, epochs...)."),
     ),
 )
@@ -225,7 +227,10 @@ def arrow_schema(table: str) -> pa.Schema:
     spec = TABLES[table]
     return pa.schema(
         [pa.field(c.name, types[c.type], nullable=c.nullable) for c in spec.columns],
-        metadata={b"hardstat.schema_version": str(SCHEMA_VERSION).encode(), b"table": table.encode()},
+        metadata={
+            b"hardstat.schema_version": str(SCHEMA_VERSION).encode(),
+            b"table": table.encode(),
+        },
     )
 
 
@@ -233,8 +238,14 @@ def render_markdown() -> str:
     """The column reference of ``docs/schema.md`` (between its BEGIN/END markers)."""
     lines = [f"Schema version: **{SCHEMA_VERSION}**", ""]
     for t in TABLES.values():
-        lines += [f"### `{t.name}`", "", t.doc, "", "| column | type | nullable | meaning |",
-                  "| --- | --- | --- | --- |"]
+        lines += [
+            f"### `{t.name}`",
+            "",
+            t.doc,
+            "",
+            "| column | type | nullable | meaning |",
+            "| --- | --- | --- | --- |",
+        ]
         lines += [
             f"| `{c.name}` | {c.type} | {'yes' if c.nullable else 'no'} | {c.doc} |"
             for c in t.columns

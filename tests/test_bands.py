@@ -43,8 +43,22 @@ def test_canonical_spec() -> None:
 
 
 @pytest.mark.parametrize(
-    "spec", ["", "5", "5-", "a-b", "0-5;5-10", "-1-5", "0-101", "5-5", "10-5", "random:",
-             "random:0", "random:101", "0-5,"]
+    "spec",
+    [
+        "",
+        "5",
+        "5-",
+        "a-b",
+        "0-5;5-10",
+        "-1-5",
+        "0-101",
+        "5-5",
+        "10-5",
+        "random:",
+        "random:0",
+        "random:101",
+        "0-5,",
+    ],
 )
 def test_malformed_specs_rejected(spec: str) -> None:
     with pytest.raises(ConfigError) as e:
@@ -68,7 +82,7 @@ def test_count_rule_matches_definition(k: int, a: Fraction, b: Fraction) -> None
         return
     spec = f"{float(lo):.10g}-{float(hi):.10g}"
     band = parse_band(spec)
-    (flo, fhi), = band.ranges
+    ((flo, fhi),) = band.ranges
     # slow reference: count r in 1..K with ceil(lo K/100) < r <= ceil(hi K/100)
     cut_lo, cut_hi = math.ceil(flo * k / 100), math.ceil(fhi * k / 100)
     assert band.kept_count(k) == sum(1 for r in range(1, k + 1) if cut_lo < r <= cut_hi)

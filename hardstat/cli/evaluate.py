@@ -15,16 +15,20 @@ from hardstat.cli.errors import reports_errors
 def evaluate(
     run: Annotated[Path, typer.Argument(help="Run directory (holds manifest.json).")],
     linear: Annotated[
-        bool, typer.Option("--linear/--no-linear", help="Train a linear probe on frozen "
-                           "backbone features and report top-1 on the held-out split.")
+        bool,
+        typer.Option(
+            "--linear/--no-linear",
+            help="Train a linear probe on frozen "
+            "backbone features and report top-1 on the held-out split.",
+        ),
     ] = True,
     knn: Annotated[bool, typer.Option("--knn/--no-knn", help="Also run the kNN monitor.")] = False,
     epochs: Annotated[int, typer.Option(help="Linear-probe epochs over the features.")] = 100,
     lr: Annotated[float, typer.Option(help="Linear-probe learning rate.")] = 0.1,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N.")] = "auto",
     dataset: Annotated[
-        str | None, typer.Option(help="Dataset spec if it moved since training "
-                                 "(default: the run's own).")
+        str | None,
+        typer.Option(help="Dataset spec if it moved since training (default: the run's own)."),
     ] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")] = False,
 ) -> None:
@@ -40,8 +44,15 @@ def evaluate(
         raise ConfigError("--epochs must be >= 1 and --lr > 0")
     from hardstat.train.posthoc import evaluate_run
 
-    results = evaluate_run(run, linear=linear, knn=knn, linear_epochs=epochs, linear_lr=lr,
-                           device=device, dataset_spec=dataset)
+    results = evaluate_run(
+        run,
+        linear=linear,
+        knn=knn,
+        linear_epochs=epochs,
+        linear_lr=lr,
+        device=device,
+        dataset_spec=dataset,
+    )
     if json_out:
         typer.echo(json.dumps([r.__dict__ for r in results], indent=2))
         return

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 import time
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -13,13 +13,13 @@ import typer
 from hardstat.cli.errors import reports_errors
 
 
-class Preset(str, Enum):
+class Preset(StrEnum):
     tiny = "tiny"
     cifar10_cpu = "cifar10-cpu"
     cifar10 = "cifar10"
 
 
-class Backbone(str, Enum):
+class Backbone(StrEnum):
     convnet = "convnet"
     resnet18 = "resnet18"
     resnet50 = "resnet50"
@@ -40,36 +40,59 @@ def default_run_name(preset: str, band: str, seed: int) -> str:
 @reports_errors
 def train(
     preset: Annotated[
-        Preset, typer.Option(help="Starting configuration: tiny (synthetic data, seconds on a "
-                             "CPU), cifar10-cpu (small ConvNet for 2 CPU cores), cifar10 (the "
-                             "ResNet-18 GPU recipe).", rich_help_panel=_RUN)
+        Preset,
+        typer.Option(
+            help="Starting configuration: tiny (synthetic data, seconds on a "
+            "CPU), cifar10-cpu (small ConvNet for 2 CPU cores), cifar10 (the "
+            "ResNet-18 GPU recipe).",
+            rich_help_panel=_RUN,
+        ),
     ] = Preset.tiny,
     config: Annotated[
-        Path | None, typer.Option(help="TOML or JSON file with [data], [model], [optim], [log], "
-                                  "[eval] sections and top-level keys (band, seed, device...), "
-                                  "applied over the preset.", rich_help_panel=_RUN)
+        Path | None,
+        typer.Option(
+            help="TOML or JSON file with sections data, model, optim, log, "
+            "eval and top-level keys (band, seed, device...), applied over the preset.",
+            rich_help_panel=_RUN,
+        ),
     ] = None,
     dataset: Annotated[
-        str | None, typer.Option(help="Dataset spec: synthetic[:N], npz:DIR, cifar10[:ROOT], "
-                                 "cifar100[:ROOT], folder:DIR.", rich_help_panel=_DATA)
+        str | None,
+        typer.Option(
+            help="Dataset spec: synthetic[:N], npz:DIR, cifar10[:ROOT], "
+            "cifar100[:ROOT], folder:DIR.",
+            rich_help_panel=_DATA,
+        ),
     ] = None,
     download: Annotated[
-        bool, typer.Option(help="Let torchvision download CIFAR (needs internet).",
-                           rich_help_panel=_DATA)
+        bool,
+        typer.Option(
+            help="Let torchvision download CIFAR (needs internet).", rich_help_panel=_DATA
+        ),
     ] = False,
     subset: Annotated[
-        int | None, typer.Option(help="Train on a seeded random subset of this many images "
-                                 "(sample_ids keep their original values).", rich_help_panel=_DATA)
+        int | None,
+        typer.Option(
+            help="Train on a seeded random subset of this many images "
+            "(sample_ids keep their original values).",
+            rich_help_panel=_DATA,
+        ),
     ] = None,
     band: Annotated[
-        str | None, typer.Option(help="Negatives the loss uses, by per-query difficulty rank in "
-                                 "percent of the queue: 0-100 (all), 0-5 (hardest 5%), 5-100, "
-                                 "0.1-100, unions 0-5,50-55, or random:5.", rich_help_panel=_MODEL)
+        str | None,
+        typer.Option(
+            help="Negatives the loss uses, by per-query difficulty rank in "
+            "percent of the queue: 0-100 (all), 0-5 (hardest 5%), 5-100, "
+            "0.1-100, unions 0-5,50-55, or random:5.",
+            rich_help_panel=_MODEL,
+        ),
     ] = None,
     backbone: Annotated[Backbone | None, typer.Option(rich_help_panel=_MODEL)] = None,
     queue_size: Annotated[
-        int | None, typer.Option("--queue-size", "-K", help="K, negatives in the queue.",
-                                 rich_help_panel=_MODEL)
+        int | None,
+        typer.Option(
+            "--queue-size", "-K", help="K, negatives in the queue.", rich_help_panel=_MODEL
+        ),
     ] = None,
     temperature: Annotated[
         float | None, typer.Option(help="T, softmax temperature.", rich_help_panel=_MODEL)
@@ -78,24 +101,30 @@ def train(
         float | None, typer.Option(help="m, key-encoder momentum.", rich_help_panel=_MODEL)
     ] = None,
     symmetric: Annotated[
-        bool | None, typer.Option("--symmetric/--asymmetric", help="Symmetrized loss (both "
-                                  "views as queries; the log records the first direction).",
-                                  rich_help_panel=_MODEL)
+        bool | None,
+        typer.Option(
+            "--symmetric/--asymmetric",
+            help="Symmetrized loss (both views as queries; the log records the first direction).",
+            rich_help_panel=_MODEL,
+        ),
     ] = None,
     epochs: Annotated[int | None, typer.Option(rich_help_panel=_OPTIM)] = None,
-    batch_size: Annotated[int | None, typer.Option("--batch-size", "-B",
-                                                   rich_help_panel=_OPTIM)] = None,
+    batch_size: Annotated[
+        int | None, typer.Option("--batch-size", "-B", rich_help_panel=_OPTIM)
+    ] = None,
     lr: Annotated[
-        float | None, typer.Option(help="Learning rate (default 0.06 x batch / 512).",
-                                   rich_help_panel=_OPTIM)
+        float | None,
+        typer.Option(help="Learning rate (default 0.06 x batch / 512).", rich_help_panel=_OPTIM),
     ] = None,
     seed: Annotated[int | None, typer.Option(rich_help_panel=_OPTIM)] = None,
     device: Annotated[
         str | None, typer.Option(help="auto, cpu, cuda, cuda:N.", rich_help_panel=_OPTIM)
     ] = None,
     amp: Annotated[
-        bool | None, typer.Option("--amp/--no-amp", help="bf16 mixed precision on CUDA.",
-                                  rich_help_panel=_OPTIM)
+        bool | None,
+        typer.Option(
+            "--amp/--no-amp", help="bf16 mixed precision on CUDA.", rich_help_panel=_OPTIM
+        ),
     ] = None,
     threads: Annotated[
         int | None, typer.Option(help="CPU threads for torch.", rich_help_panel=_OPTIM)
@@ -104,43 +133,63 @@ def train(
         int | None, typer.Option(help="Log pairs every N steps.", rich_help_panel=_LOG)
     ] = None,
     log_queries: Annotated[
-        int | None, typer.Option(help="Queries logged per logged step (0 = whole batch).",
-                                 rich_help_panel=_LOG)
+        int | None,
+        typer.Option(
+            help="Queries logged per logged step (0 = whole batch).", rich_help_panel=_LOG
+        ),
     ] = None,
     log: Annotated[
-        bool | None, typer.Option("--log/--no-log", help="Rank logging on or off (steps and "
-                                  "evals are always recorded).", rich_help_panel=_LOG)
+        bool | None,
+        typer.Option(
+            "--log/--no-log",
+            help="Rank logging on or off (steps and evals are always recorded).",
+            rich_help_panel=_LOG,
+        ),
     ] = None,
     knn_every: Annotated[
-        int | None, typer.Option(help="kNN monitor every N epochs (0 = only at the end).",
-                                 rich_help_panel=_LOG)
+        int | None,
+        typer.Option(
+            help="kNN monitor every N epochs (0 = only at the end).", rich_help_panel=_LOG
+        ),
     ] = None,
-    out: Annotated[Path, typer.Option(help="Directory that holds runs.",
-                                      rich_help_panel=_RUN)] = Path("runs"),
+    out: Annotated[
+        Path, typer.Option(help="Directory that holds runs.", rich_help_panel=_RUN)
+    ] = Path("runs"),
     name: Annotated[
-        str | None, typer.Option(help="Run name; the run goes to OUT/NAME "
-                                 "(default: preset, band, seed and time).", rich_help_panel=_RUN)
+        str | None,
+        typer.Option(
+            help="Run name; the run goes to OUT/NAME (default: preset, band, seed and time).",
+            rich_help_panel=_RUN,
+        ),
     ] = None,
     resume: Annotated[
-        Path | None, typer.Option(help="Continue the interrupted run in this directory with "
-                                  "its saved config (no other options).", rich_help_panel=_RUN)
+        Path | None,
+        typer.Option(
+            help="Continue the interrupted run in this directory with "
+            "its saved config (no other options).",
+            rich_help_panel=_RUN,
+        ),
     ] = None,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.",
-                                        rich_help_panel=_RUN)] = False,
+    quiet: Annotated[
+        bool, typer.Option("--quiet", "-q", help="No progress bar.", rich_help_panel=_RUN)
+    ] = False,
 ) -> None:
     """Train a MoCo v2 run that logs query-negative similarities and ranks to Parquet.
 
     The run directory (printed on stdout at the end) holds manifest.json, the log tables
-    pairs/, queries/, steps/, evals/, samples/, classes/ and checkpoints/last.pt.
-    Ctrl-C stops cleanly after the current step; continue with --resume RUN.
+    pairs/, queries/, steps/, evals/, samples/, classes/ (Parquet, see docs/schema.md) and
+    checkpoints/last.pt. Options override the preset, which an optional --config file
+    overrides first. Ctrl-C stops cleanly after the current step; continue with --resume RUN.
 
     Examples:
 
-      hardstat train --preset tiny
+    * `hardstat train --preset tiny`
 
-      hardstat train --preset cifar10-cpu --dataset npz:../shared/data/cifar10 --epochs 1
+    * `hardstat train --preset cifar10-cpu --dataset npz:../shared/data/cifar10 --epochs 1`
 
-      hardstat train --preset cifar10 --dataset cifar10 --download --band 0-5
+    * `hardstat train --preset cifar10 --dataset cifar10 --download --band 0-5`
+
+    * `hardstat train --resume runs/NAME`
     """
     from hardstat import config as cfg
     from hardstat.errors import ConfigError

@@ -18,9 +18,11 @@ Pixels are float32 in [0, 1] until the normalize step. Every random number comes
 The building blocks (crop boxes from uniforms, the resized crop, the colour ops, RGB <-> HSV)
 are pure functions, tested on their own against slow references.
 
-Known difference from PIL: ``grid_sample`` does not antialias, so crops much larger than
-``out_size`` (e.g. ImageNet images to 224) alias a little more than PIL's resize; at CIFAR-10
-sizes every crop is upsampled and the two agree.
+Known differences from the PIL pipeline: ``grid_sample`` does not antialias, so crops much
+larger than ``out_size`` (e.g. ImageNet images to 224) alias a little more than PIL's resize; when
+a crop is upsampled (always at CIFAR-10 sizes) the outermost output pixels blend in the image
+pixel just outside the box, where PIL clamps at the box edge. The jitter order is drawn once per
+batch, not per image.
 """
 
 from __future__ import annotations
@@ -122,9 +124,9 @@ def crop_boxes(
 
     in_ratio = width / height
     if in_ratio < ratio[0]:
-        fb_w, fb_h = width, int(round(width / ratio[0]))
+        fb_w, fb_h = width, round(width / ratio[0])
     elif in_ratio > ratio[1]:
-        fb_w, fb_h = int(round(height * ratio[1])), height
+        fb_w, fb_h = round(height * ratio[1]), height
     else:
         fb_w, fb_h = width, height
     w = torch.where(any_fits, w, torch.full_like(w, fb_w))  # (B,)
@@ -293,7 +295,7 @@ def hsv_to_rgb(hsv: torch.Tensor) -> torch.Tensor:
 
 def blur_kernel_size(out_size: int) -> int:
     """Odd kernel size of about 10% of the image side, at least 3 (23 for 224, 7 for 64)."""
-    size = max(3, int(round(0.1 * out_size)))
+    size = max(3, round(0.1 * out_size))
     return size if size % 2 == 1 else size + 1
 
 
@@ -312,17 +314,19 @@ def gaussian_blur(images: torch.Tensor, kernels: torch.Tensor) -> torch.Tensor:
     pad = size // 2
     weight = kernels.repeat_interleave(c, dim=0)  # (B*C, K)
     flat = images.reshape(1, b * c, height, width)  # (1, B*C, H, W)
-    flat = F.pad(flat, (pad, pad, pad, pad), mode="replicate")  # (1, B*C, H+2p, W+2p)
+    flat = F.pad(flat, (pad, pad, pad, pad), mode="reflect")  # (1, B*C, H+2p, W+2p)
     flat = F.conv2d(flat, weight.view(b * c, 1, 1, size), groups=b * c)  # (1, B*C, H+2p, W)
     flat = F.conv2d(flat, weight.view(b * c, 1, size, 1), groups=b * c)  # (1, B*C, H, W)
     return flat.view(b, c, height, width)  # (B, C, H, W)
 
 
-def _normalize_(images: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...]) -> torch.Tensor:
-    """In place ``(images - mean) / std`` per channel, as ``images * (1/std) + (-mean/std)``."""
-    scale = images.new_tensor([1.0 / s for s in std]).view(1, 3, 1, 1)  # (1, 3, 1, 1)
-    shift = images.new_tensor([-m / s for m, s in zip(mean, std)]).view(1, 3, 1, 1)  # (1, 3, 1, 1)
-    return images.mul_(scale).add_(shift)  # (B, 3, H, W)
+def _normalize_(
+    images: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...]
+) -> torch.Tensor:
+    """In place ``(images - mean) / std`` per channel."""
+    mean_t = images.new_tensor(mean).view(1, 3, 1, 1)  # (1, 3, 1, 1)
+    std_t = images.new_tensor(std).view(1, 3, 1, 1)  # (1, 3, 1, 1)
+    return images.sub_(mean_t).div_(std_t)  # (B, 3, H, W)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -352,8 +356,8 @@ def eval_transform(
             size = (int(out_size * height / width), out_size)
         x = F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=True)
         x = x.clamp_(0.0, 1.0)  # (B, 3, h', w'): antialias taps can overshoot slightly
-        top = int(round((size[0] - out_size) / 2.0))
-        left = int(round((size[1] - out_size) / 2.0))
+        top = round((size[0] - out_size) / 2.0)
+        left = round((size[1] - out_size) / 2.0)
         x = x[:, :, top : top + out_size, left : left + out_size].contiguous()  # (B, 3, S, S)
     return _normalize_(x, mean, std)  # (B, 3, S, S)
 
@@ -460,7 +464,7 @@ class MocoV2Augment:
         uj = u[:, _JITTER]  # (B, 4)
         ops: list[tuple[Callable[[torch.Tensor, torch.Tensor], torch.Tensor], torch.Tensor]] = []
         for col, (strength, adjust) in enumerate(
-            zip(self.jitter[:3], (_brightness_, _contrast_, _saturation_))
+            zip(self.jitter[:3], (_brightness_, _contrast_, _saturation_), strict=True)
         ):
             if strength > 0:
                 lo = max(0.0, 1.0 - strength)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import queue as _queue
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -41,8 +42,17 @@ class RankLogger:
         self.enabled, self.every, self.queries = enabled, every, queries
         self.generator = torch.Generator().manual_seed(seed + 7919)
         self._steps: dict[str, list[Any]] = {
-            k: [] for k in ("step", "epoch", "loss", "lr", "pos_similarity", "neg_similarity",
-                            "seconds", "logged")
+            k: []
+            for k in (
+                "step",
+                "epoch",
+                "loss",
+                "lr",
+                "pos_similarity",
+                "neg_similarity",
+                "seconds",
+                "logged",
+            )
         }
         self._jobs: _queue.Queue[Callable[[], None] | None] = _queue.Queue(max_pending)
         self._error: BaseException | None = None
@@ -97,11 +107,15 @@ class RankLogger:
         )
         self._submit(lambda: self._write_pairs(job))
 
-    def log_eval(self, step: int, epoch: int, kind: str, top1: float, top5: float | None,
-                 params: str) -> None:
+    def log_eval(
+        self, step: int, epoch: int, kind: str, top1: float, top5: float | None, params: str
+    ) -> None:
         row = dict(step=step, epoch=epoch, kind=kind, top1=top1, top5=top5, params=params)
-        self._submit(lambda: self.writer.write("evals", {k: np.array([v]) if v is not None
-                                                         else None for k, v in row.items()}))
+        self._submit(
+            lambda: self.writer.write(
+                "evals", {k: np.array([v]) if v is not None else None for k, v in row.items()}
+            )
+        )
 
     def write_table(self, table: str, columns: dict[str, Any]) -> None:
         self._submit(lambda: self.writer.write(table, columns))
@@ -217,10 +231,16 @@ def _nullable_ids(ids: np.ndarray) -> Any:
     return pa.array(ids32, pa.int32(), mask=missing)
 
 
+@dataclass(frozen=True)
 class _PairsJob:
-    __slots__ = ("epoch", "l_neg", "l_pos", "labels", "losses", "mask", "neg_ids", "query_ids",
-                 "step")
+    """One logged step's data, on the CPU, for the worker thread (Q logged queries)."""
 
-    def __init__(self, **kw: Any) -> None:
-        for k, v in kw.items():
-            setattr(self, k, v)
+    step: int
+    epoch: int
+    query_ids: np.ndarray  # (Q,) int32
+    labels: np.ndarray  # (Q,) int16
+    neg_ids: np.ndarray  # (K,) sample ids of the queue slots, -1 = random initial key
+    l_neg: np.ndarray  # (Q, K) float32 similarities
+    mask: np.ndarray | None  # (Q, K) bool, None = all kept
+    l_pos: np.ndarray  # (Q,) float32
+    losses: np.ndarray  # (Q,) float32

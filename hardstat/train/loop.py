@@ -68,14 +68,15 @@ class _StopFlag:
 
     def __init__(self) -> None:
         self.requested = False
-        self._previous: dict[int, Any] = {}
+        self._previous: dict[signal.Signals, Any] = {}
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         if self.requested:  # second signal: stop now
             raise KeyboardInterrupt
         self.requested = True
-        print("\nstopping after this step (press Ctrl-C again to abort at once)...",
-              file=sys.stderr)
+        print(
+            "\nstopping after this step (press Ctrl-C again to abort at once)...", file=sys.stderr
+        )
 
     @contextlib.contextmanager
     def installed(self) -> Iterator[_StopFlag]:
@@ -243,7 +244,9 @@ def train(
         log_state = state["logger"]
         set_aside_uncommitted(run_dir, log_state["writer"]["committed"])
         writer = RunLogWriter(
-            run_dir, run_dir.name, file_rows=config.log.file_rows,
+            run_dir,
+            run_dir.name,
+            file_rows=config.log.file_rows,
             next_seq=log_state["writer"]["next_seq"],
         )
     logger = RankLogger(
@@ -283,14 +286,20 @@ def train(
     def evaluate(epoch: int) -> float | None:
         if dataset.test is None:
             return None
+
         def tf(images: torch.Tensor) -> torch.Tensor:
             return eval_transform(images, dataset.train.image_size, dataset.mean, dataset.std)
 
         bank, bank_labels = extract_features(model.encoder_q.backbone, dataset.train, tf, device)
         feats, labels = extract_features(model.encoder_q.backbone, dataset.test, tf, device)
         top1, top5 = knn_eval(
-            bank, bank_labels, feats, labels, len(dataset.classes),
-            k=config.eval.knn_k, t=config.eval.knn_t,
+            bank,
+            bank_labels,
+            feats,
+            labels,
+            len(dataset.classes),
+            k=config.eval.knn_k,
+            t=config.eval.knn_t,
         )
         params = json.dumps({"k": config.eval.knn_k, "t": config.eval.knn_t, "bank": "train"})
         logger.log_eval(step - 1, epoch, "knn", top1, top5, params)
@@ -311,8 +320,9 @@ def train(
                 images = dataset.train.get_batch(index).to(device, non_blocking=True)
                 ids = torch.as_tensor(dataset.train.sample_ids[index], device=device)
                 labels = torch.as_tensor(dataset.train.labels[index], device=device)
-                lr = learning_rate(step, total_steps, config.optim.resolved_lr,
-                                   config.optim.schedule)
+                lr = learning_rate(
+                    step, total_steps, config.optim.resolved_lr, config.optim.schedule
+                )
                 for group in optimizer.param_groups:
                     group["lr"] = lr
                 im_q, im_k = augment.two_views(images, gen_aug)
@@ -327,7 +337,10 @@ def train(
                 seconds = time.perf_counter() - t0
                 rate = b / seconds if rate is None else 0.9 * rate + 0.1 * b / seconds
                 bar.set_postfix(
-                    epoch=epoch, loss=f"{float(out.loss.detach()):.3f}", img_s=f"{rate:.0f}", refresh=False
+                    epoch=epoch,
+                    loss=f"{float(out.loss.detach()):.3f}",
+                    img_s=f"{rate:.0f}",
+                    refresh=False,
                 )
                 if stop.requested or (stop_after is not None and step >= stop_after):
                     interrupted = True

@@ -9,6 +9,7 @@ on one device by SplitBatchNorm plus a shuffle of the key batch (as in MoCo's CI
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 
@@ -55,7 +56,7 @@ class SplitBatchNorm(nn.BatchNorm2d):
 class ConvNet(nn.Module):
     """A small CPU-friendly backbone: three 3x3 conv + BN + ReLU blocks, global average pool."""
 
-    def __init__(self, width: int, norm_layer: type[nn.Module] | partial[nn.Module]) -> None:
+    def __init__(self, width: int, norm_layer: Callable[[int], nn.Module]) -> None:
         super().__init__()
         w = width
 
@@ -74,7 +75,7 @@ class ConvNet(nn.Module):
         self.out_dim = 4 * w
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)  # type: ignore[no-any-return]
+        return self.net(x)
 
 
 def build_backbone(name: str, width: int, bn_splits: int) -> tuple[nn.Module, int]:
@@ -86,13 +87,13 @@ def build_backbone(name: str, width: int, bn_splits: int) -> tuple[nn.Module, in
     if name == "resnet18":
         r = torchvision.models.resnet18(weights=None, norm_layer=norm)
         r.conv1 = nn.Conv2d(3, 64, 3, 1, 1, bias=False)  # CIFAR stem: 3x3, stride 1, no max-pool
-        r.maxpool = nn.Identity()  # type: ignore[assignment]
+        r.maxpool = nn.Identity()
     elif name == "resnet50":
         r = torchvision.models.resnet50(weights=None, norm_layer=norm)
     else:
         raise ValueError(f"unknown backbone {name!r}")
     out_dim = r.fc.in_features
-    r.fc = nn.Identity()  # type: ignore[assignment]
+    r.fc = nn.Identity()
     return r, out_dim
 
 
@@ -169,7 +170,11 @@ class MoCo(nn.Module):
         mask = band_mask(l_neg.detach(), band, generator)  # (N, K) or None
         losses = info_nce(l_pos, l_neg, self.T, mask)  # (N,)
         out = StepOutput(
-            losses.mean(), losses.detach(), l_pos.detach(), l_neg.detach(), mask,
+            losses.mean(),
+            losses.detach(),
+            l_pos.detach(),
+            l_neg.detach(),
+            mask,
             self.queue.sample_ids.clone(),
         )
         return out, k

@@ -28,9 +28,9 @@ def similarities(
     return l_pos, l_neg
 
 
-def band_mask(l_neg: torch.Tensor, band: Band, generator: torch.Generator | None = None) -> (
-    torch.Tensor | None
-):
+def band_mask(
+    l_neg: torch.Tensor, band: Band, generator: torch.Generator | None = None
+) -> torch.Tensor | None:
     """Which negatives each query keeps in its softmax denominator, or None for all.
 
     l_neg: (N, K) similarities. Returns a bool mask (N, K), True = kept. A range band keeps, per
@@ -52,7 +52,7 @@ def band_mask(l_neg: torch.Tensor, band: Band, generator: torch.Generator | None
     m = max(edges)  # ranks 1..m are resolved exactly; ranks > m are "the rest"
     in_band_by_rank = torch.zeros(m, dtype=torch.bool, device=l_neg.device)  # (m,)
     for lo, hi in intervals:
-        in_band_by_rank[lo:min(hi, m)] = True
+        in_band_by_rank[lo : min(hi, m)] = True
     rest_kept = intervals[-1][1] == k  # the last interval reaches rank K: ranks > m are kept
     idx = l_neg.topk(m, dim=1, sorted=True).indices  # (N, m): the m hardest, rank order
     mask = torch.full((n, k), rest_kept, dtype=torch.bool, device=l_neg.device)  # (N, K)

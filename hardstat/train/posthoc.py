@@ -58,8 +58,11 @@ def evaluate_run(
     if dataset.test is None:
         raise DatasetError(f"dataset {dataset.spec} has no test split to evaluate on")
     model = MoCo(
-        backbone=config.model.backbone, width=config.model.width, dim=config.model.dim,
-        queue_size=config.model.queue_size, bn_splits=config.model.bn_splits,
+        backbone=config.model.backbone,
+        width=config.model.width,
+        dim=config.model.dim,
+        queue_size=config.model.queue_size,
+        bn_splits=config.model.bn_splits,
     )
     model.load_state_dict(state["model"])
     backbone = model.encoder_q.backbone.to(dev)
@@ -75,15 +78,32 @@ def evaluate_run(
     n_classes = len(dataset.classes)
     results: list[EvalResult] = []
     if knn:
-        params: dict[str, object] = {"k": config.eval.knn_k, "t": config.eval.knn_t, "bank": "train"}
-        top1, top5 = knn_eval(x_train, y_train, x_test, y_test, n_classes,
-                              k=config.eval.knn_k, t=config.eval.knn_t)
+        params: dict[str, object] = {
+            "k": config.eval.knn_k,
+            "t": config.eval.knn_t,
+            "bank": "train",
+        }
+        top1, top5 = knn_eval(
+            x_train, y_train, x_test, y_test, n_classes, k=config.eval.knn_k, t=config.eval.knn_t
+        )
         results.append(EvalResult("knn", step, epoch, top1, top5, params))
     if linear:
-        params = {"epochs": linear_epochs, "lr": linear_lr, "optimizer": "sgd-cosine",
-                  "features": "backbone, standardized"}
-        top1, top5 = linear_probe(x_train, y_train, x_test, y_test, n_classes,
-                                  epochs=linear_epochs, lr=linear_lr, seed=config.seed)
+        params = {
+            "epochs": linear_epochs,
+            "lr": linear_lr,
+            "optimizer": "sgd-cosine",
+            "features": "backbone, standardized",
+        }
+        top1, top5 = linear_probe(
+            x_train,
+            y_train,
+            x_test,
+            y_test,
+            n_classes,
+            epochs=linear_epochs,
+            lr=linear_lr,
+            seed=config.seed,
+        )
         results.append(EvalResult("linear", step, epoch, top1, top5, params))
     writer = RunLogWriter(run_dir, manifest["run"], tag=f"posthoc-{time.strftime('%Y%m%dT%H%M%S')}")
     writer.write(

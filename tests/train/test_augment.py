@@ -13,7 +13,6 @@ import torchvision.transforms.v2.functional as TF
 
 from hardstat.train.augment import (
     LUMA,
-    N_UNIFORMS,
     MocoV2Augment,
     adjust_brightness,
     adjust_contrast,
@@ -74,8 +73,8 @@ def test_output_shape_dtype_device(h: int, w: int, out_size: int) -> None:
     assert out.is_contiguous()
     assert torch.isfinite(out).all()
     # normalized [0, 1] pixels stay within the normalized image of [0, 1]
-    lo = torch.tensor([-m / s for m, s in zip(MEAN, STD)]).view(1, 3, 1, 1)
-    hi = torch.tensor([(1 - m) / s for m, s in zip(MEAN, STD)]).view(1, 3, 1, 1)
+    lo = torch.tensor([-m / s for m, s in zip(MEAN, STD, strict=True)]).view(1, 3, 1, 1)
+    hi = torch.tensor([(1 - m) / s for m, s in zip(MEAN, STD, strict=True)]).view(1, 3, 1, 1)
     assert (out >= lo - 1e-5).all() and (out <= hi + 1e-5).all()
 
 
@@ -161,8 +160,8 @@ def test_gray_only_gives_three_equal_luma_channels() -> None:
         torch.testing.assert_close(pixels[:, channel].double(), luma, atol=1e-5, rtol=0)
 
 
-def test_jitter_changes_pixels_but_keeps_geometry() -> None:
-    """Jitter alone (full crop, no flip) keeps a flat grey image flat per sample."""
+def test_jitter_is_per_sample_and_uniform_over_the_image() -> None:
+    """Jitter alone (full crop, no flip) keeps a flat grey image flat, at a per-sample level."""
     grey = torch.full((64, 3, 32, 32), 120, dtype=torch.uint8)
     out = _still(jitter_p=1.0)(grey, _gen(0))
     assert torch.allclose(out, out[:, :, :1, :1].expand_as(out), atol=1e-5)
@@ -226,6 +225,17 @@ def test_crop_box_area_distribution_matches_uniform_scale() -> None:
     assert abs((top / (256 - bh)).mean().item() - 0.5) < 0.02
 
 
+def test_crop_positions_cover_every_offset_uniformly() -> None:
+    """A 16 x 16 box in a 32 x 32 image can start at any of 17 rows and columns."""
+    u = torch.rand(17_000, CROP_COLUMNS, generator=_gen(6))
+    boxes = crop_boxes(u, 32, 32, (0.25, 0.25), (1.0, 1.0))
+    assert (boxes[:, 2:] == 16).all()
+    for column in (0, 1):
+        counts = torch.bincount(boxes[:, column].long(), minlength=17)
+        assert counts.shape == (17,)
+        assert counts.min() > 800 and counts.max() < 1200  # expected 1000 each
+
+
 def test_crop_boxes_fall_back_to_a_centre_crop() -> None:
     """A 10 x 100 strip cannot hold a square of 90% of its area: centre square crop."""
     u = torch.rand(100, CROP_COLUMNS, generator=_gen(2))
@@ -269,7 +279,9 @@ def test_resized_crop_matches_a_per_image_loop() -> None:
     equals slicing each box and resizing it with F.interpolate, then flipping."""
     images = _images(7, b=16, h=64, w=64).float() / 255.0
     gen = _gen(4)
-    boxes = crop_boxes(torch.rand(16, CROP_COLUMNS, generator=gen), 64, 64, (0.2, 1.0), (0.75, 1.34))
+    boxes = crop_boxes(
+        torch.rand(16, CROP_COLUMNS, generator=gen), 64, 64, (0.2, 1.0), (0.75, 1.34)
+    )
     flip = torch.rand(16, generator=gen) < 0.5
     out = resized_crop(images, boxes, flip, 16)
     for i in range(16):
@@ -429,7 +441,3 @@ def test_bad_images_and_eval_arguments_raise_value_error() -> None:
         eval_transform(_images(0), 0, MEAN, STD)
     with pytest.raises(ValueError, match="std"):
         eval_transform(_images(0), 32, MEAN, (0.0, 1.0, 1.0))
-
-
-def test_uniform_layout_constant() -> None:
-    assert N_UNIFORMS == CROP_COLUMNS + 9

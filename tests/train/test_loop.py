@@ -123,8 +123,12 @@ def test_neg_ids_are_the_keys_the_loss_saw(recorded_run: tuple[Path, Ledger]) ->
     assert checked == 3 * 16 * 256 - nulls
     # the logged negatives of a step are exactly the keys enqueued in the K/B steps before it
     for step in (6, 14):
-        logged = {r[0] for r in sql(
-            f"SELECT DISTINCT neg_id FROM '{run_dir}/pairs/*.parquet' WHERE step = ?", step)}
+        logged = {
+            r[0]
+            for r in sql(
+                f"SELECT DISTINCT neg_id FROM '{run_dir}/pairs/*.parquet' WHERE step = ?", step
+            )
+        }
         window = {i for t, ids, _ in ledger.enqueued if step - 4 <= t < step for i in ids.tolist()}
         assert logged == window
 
@@ -139,7 +143,9 @@ def test_steps_queries_evals_samples(recorded_run: tuple[Path, Ledger]) -> None:
     evals = sql(f"SELECT epoch, kind, top1 FROM '{run_dir}/evals/*.parquet' ORDER BY epoch")
     assert [(e, k) for e, k, _ in evals] == [(0, "knn"), (1, "knn")]
     assert evals[-1][2] > 0.2  # 10 classes: chance is 0.1
-    samples = sql(f"SELECT split, count(*) FROM '{run_dir}/samples/*.parquet' GROUP BY 1 ORDER BY 1")
+    samples = sql(
+        f"SELECT split, count(*) FROM '{run_dir}/samples/*.parquet' GROUP BY 1 ORDER BY 1"
+    )
     assert samples == [("test", 256), ("train", 512)]
 
 
@@ -167,8 +173,11 @@ def test_interrupted_and_resumed_run_logs_the_same_steps(
     assert runs.read_manifest(part)["status"] == "interrupted"
     second = train(TINY, part, resume=True, progress=False)
     assert not second.interrupted and second.steps_done == 16
-    for table, key in [("pairs", "step, query_id, rank"), ("queries", "step, query_id"),
-                       ("steps", "step")]:
+    for table, key in [
+        ("pairs", "step, query_id, rank"),
+        ("queries", "step, query_id"),
+        ("steps", "step"),
+    ]:
         a = sql(f"SELECT {key} FROM '{full}/{table}/*.parquet' ORDER BY {key}")
         b = sql(f"SELECT {key} FROM '{part}/{table}/*.parquet' ORDER BY {key}")
         assert a == b, table

@@ -86,14 +86,19 @@ def test_info_nce_matches_manual_and_masks_negatives() -> None:
     t = 0.1
     # manual: -log(exp(p/t) / (exp(p/t) + sum exp(n/t)))
     manual = torch.stack(
-        [-(l_pos[i] / t) + torch.logsumexp(torch.cat([l_pos[i : i + 1], l_neg[i]]) / t, 0)
-         for i in range(2)]
+        [
+            -(l_pos[i] / t) + torch.logsumexp(torch.cat([l_pos[i : i + 1], l_neg[i]]) / t, 0)
+            for i in range(2)
+        ]
     )
     assert torch.allclose(info_nce(l_pos, l_neg, t, None), manual)
     mask = torch.tensor([[True, False, True], [False, False, True]])
     masked = torch.stack(
-        [-(l_pos[i] / t) + torch.logsumexp(torch.cat([l_pos[i : i + 1], l_neg[i][mask[i]]]) / t, 0)
-         for i in range(2)]
+        [
+            -(l_pos[i] / t)
+            + torch.logsumexp(torch.cat([l_pos[i : i + 1], l_neg[i][mask[i]]]) / t, 0)
+            for i in range(2)
+        ]
     )
     assert torch.allclose(info_nce(l_pos, l_neg, t, mask), masked)
 

@@ -1,0 +1,175 @@
+"""Benchmark: rank-logging throughput and its cost in a training step (run on demand).
+
+Part 1 (logger): B x K similarity matrices like a real step's (unit 128-d embeddings), pushed
+through the trainer's own RankLogger (CPU copy, background ranking, Parquet writing) as fast as
+it takes them; reports sustained pairs/s and bytes per pair on disk, beside a plain
+torch.argsort and pyarrow's default writer on the same data.
+
+Part 2 (training): the real training loop (``hardstat.train.loop.train``) on the cifar10-cpu
+preset for N steps per setting, reading step times from the run's own ``steps`` table: logging
+off, default cadence, every step with the whole batch, and band 0-5 (masking cost).
+
+    python bench/bench_logging.py                      # both parts
+    python bench/bench_logging.py --part logger --steps 40
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+import torch.nn.functional as F
+
+REPO = Path(__file__).resolve().parents[1]
+CIFAR = REPO.parent / "shared" / "data" / "cifar10"
+
+
+def machine() -> str:
+    cpu = "unknown cpu"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return (
+        f"{cpu}; torch threads {torch.get_num_threads()}; torch {torch.__version__}; "
+        f"pyarrow {pa.__version__}; numpy {np.__version__}; python {platform.python_version()}"
+    )
+
+
+def fake_step(b: int, k: int, gen: torch.Generator):  # type: ignore[no-untyped-def]
+    from hardstat.train.model import StepOutput
+
+    q = F.normalize(torch.randn(b, 128, generator=gen), dim=1)
+    queue = F.normalize(torch.randn(k, 128, generator=gen), dim=1)
+    l_neg = q @ queue.T  # (B, K)
+    l_pos = (q * q).sum(1) * 0.8
+    out = StepOutput(
+        loss=torch.tensor(5.0),
+        losses=torch.full((b,), 5.0),
+        l_pos=l_pos,
+        l_neg=l_neg,
+        mask=None,
+        neg_ids=torch.randperm(50_000, generator=gen)[:k],
+    )
+    return out
+
+
+def bench_logger(steps: int, b: int, k: int) -> None:
+    from hardstat.logwriter import RunLogWriter
+    from hardstat.train.logger import RankLogger
+
+    gen = torch.Generator().manual_seed(0)
+    outs = [fake_step(b, k, gen) for _ in range(4)]
+    ids = torch.arange(b)
+    labels = torch.zeros(b, dtype=torch.long)
+    tmp = Path(tempfile.mkdtemp(prefix="hardstat-bench-"))
+    try:
+        logger = RankLogger(
+            RunLogWriter(tmp, "bench"), enabled=True, every=1, queries=0, seed=0
+        )
+        t0 = time.perf_counter()
+        for step in range(steps):
+            logger.log_step(step, 0, outs[step % 4], ids, labels, 0.1, 0.0)
+        logger.flush()
+        dt = time.perf_counter() - t0
+        logger.close()
+        pairs = steps * b * k
+        size = sum(p.stat().st_size for p in (tmp / "pairs").glob("*.parquet"))
+        rows = sum(pq.ParquetFile(p).metadata.num_rows for p in (tmp / "pairs").glob("*.parquet"))
+        assert rows == pairs, (rows, pairs)
+        # references on the same data
+        l_neg = outs[0].l_neg
+        t1 = time.perf_counter()
+        for _ in range(5):
+            torch.argsort(l_neg, dim=1, descending=True)
+        argsort_rate = 5 * b * k / (time.perf_counter() - t1)
+        table = pq.read_table(next((tmp / "pairs").glob("*.parquet")))
+        t2 = time.perf_counter()
+        pq.write_table(table, tmp / "default.parquet")
+        default_rate = table.num_rows / (time.perf_counter() - t2)
+        default_bytes = (tmp / "default.parquet").stat().st_size / table.num_rows
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    print(f"\n== rank logging, B={b}, K={k}, {steps} logged steps ({pairs / 1e6:.1f} M pairs)")
+    print(f"{'what':<48}{'M pairs/s':>12}{'bytes/pair':>12}")
+    print(f"{'RankLogger: copy + rank + write (sustained)':<48}{pairs / dt / 1e6:>12.1f}"
+          f"{size / pairs:>12.2f}")
+    print(f"{'reference: torch.argsort rows only':<48}{argsort_rate / 1e6:>12.1f}{'':>12}")
+    print(f"{'reference: pyarrow default write only':<48}{default_rate / 1e6:>12.1f}"
+          f"{default_bytes:>12.2f}")
+    print(f"targets: >= 8 M pairs/s, <= 4 bytes/pair -> "
+          f"{'MET' if pairs / dt >= 8e6 and size / pairs <= 4 else 'NOT MET'}")
+
+
+def bench_training(steps: int, dataset: str) -> None:
+    import duckdb
+
+    from hardstat.config import preset
+    from hardstat.train.loop import train
+
+    base = preset("cifar10-cpu").replace(
+        **{"data.dataset": dataset, "optim.epochs": 1, "threads": 2, "eval.knn_every": 0}
+    )
+    settings = {
+        "logging off": base.replace(**{"log.enabled": False}),
+        "default cadence (every 50, 64 queries)": base,
+        "every step, whole batch": base.replace(**{"log.every": 1, "log.queries": 0}),
+        "band 0-5, logging off": base.replace(band="0-5", **{"log.enabled": False}),
+    }
+    warmup = 5
+    tmp = Path(tempfile.mkdtemp(prefix="hardstat-bench-"))
+    means: dict[str, float] = {}
+    try:
+        for name, config in settings.items():
+            run = tmp / f"r{len(means)}"
+            train(config, run, progress=False, stop_after=steps)
+            (rows,) = duckdb.sql(
+                f"SELECT avg(seconds) FROM '{run}/steps/*.parquet' WHERE step >= {warmup}"
+            ).fetchall()
+            means[name] = float(rows[0])
+            shutil.rmtree(run)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    off = means["logging off"]
+    print(f"\n== training step time, cifar10-cpu preset ({dataset}), steps {warmup}..{steps - 1}")
+    print(f"{'setting':<44}{'s/step':>10}{'ratio':>10}")
+    for name, mean in means.items():
+        print(f"{name:<44}{mean:>10.3f}{mean / off:>10.3f}")
+    print(
+        "targets: default cadence <= 1.05x, band masking <= 1.05x -> "
+        f"default {means['default cadence (every 50, 64 queries)'] / off:.3f}x, "
+        f"band {means['band 0-5, logging off'] / off:.3f}x"
+    )
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--part", choices=["logger", "training", "all"], default="all")
+    p.add_argument("--steps", type=int, default=40, help="logged steps for the logger part")
+    p.add_argument("--train-steps", type=int, default=150, help="steps per training setting")
+    p.add_argument("--threads", type=int, default=2)
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+    print(f"machine: {machine()}")
+    if args.part in ("logger", "all"):
+        bench_logger(args.steps, 256, 4096)
+    if args.part in ("training", "all"):
+        dataset = f"npz:{CIFAR}" if CIFAR.is_dir() else "synthetic:20000"
+        if not CIFAR.is_dir():
+            print(f"note: {CIFAR} not found; using synthetic data")
+        bench_training(args.train_steps, dataset)
+
+
+if __name__ == "__main__":
+    main()

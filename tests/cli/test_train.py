@@ -1,0 +1,90 @@
+import json
+from pathlib import Path
+
+import duckdb
+import pytest
+from typer.testing import CliRunner
+
+from hardstat.cli import app
+
+runner = CliRunner()
+
+
+def invoke(*args: str):  # type: ignore[no-untyped-def]
+    return runner.invoke(app, list(args))
+
+
+def test_help_lists_commands() -> None:
+    result = invoke("--help")
+    assert result.exit_code == 0
+    assert "train" in result.output and "eval" in result.output
+
+
+def test_train_help_teaches() -> None:
+    result = invoke("train", "--help")
+    assert result.exit_code == 0
+    for word in ("--band", "random:5", "--resume", "--preset", "npz:DIR", "--log-every"):
+        assert word in result.output
+
+
+def test_tiny_run_prints_run_dir_on_stdout(tmp_path: Path) -> None:
+    result = invoke(
+        "train", "--preset", "tiny", "--epochs", "1", "--out", str(tmp_path), "--name", "a",
+        "--quiet", "--band", "0-5",
+    )
+    assert result.exit_code == 0, result.output
+    assert result.stdout.strip() == str(tmp_path / "a")
+    assert "kNN top-1" in result.stderr
+    manifest = json.loads((tmp_path / "a" / "manifest.json").read_text())
+    assert manifest["band"] == "0-5" and manifest["config"]["optim"]["epochs"] == 1
+    n = duckdb.sql(f"SELECT count(*) FROM '{tmp_path}/a/pairs/*.parquet'").fetchall()[0][0]
+    assert n > 0
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--band", "0-5;9"], "malformed band"),
+        (["--band", "0-200"], "outside [0, 100]"),
+        (["--band", "0.01-0.02"], "keeps no negative"),
+        (["-K", "100"], "multiple of the keys"),
+        (["--dataset", "npz:/nonexistent/dir"], "npz"),
+        (["--dataset", "bogus:thing"], "dataset"),
+        (["--config", "/nonexistent.toml"], "not found"),
+    ],
+)
+def test_bad_input_is_one_line_exit_1(tmp_path: Path, args: list[str], message: str) -> None:
+    result = invoke("train", "--out", str(tmp_path), "--name", "x", "--quiet", *args)
+    assert result.exit_code == 1, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: ") and message in lines[0]
+
+
+def test_existing_run_is_not_touched(tmp_path: Path) -> None:
+    args = ["train", "--epochs", "1", "--out", str(tmp_path), "--name", "a", "--quiet"]
+    assert invoke(*args).exit_code == 0
+    before = {p: p.stat().st_mtime_ns for p in (tmp_path / "a").rglob("*") if p.is_file()}
+    result = invoke(*args)
+    assert result.exit_code == 1 and "already exists" in result.stderr
+    after = {p: p.stat().st_mtime_ns for p in (tmp_path / "a").rglob("*") if p.is_file()}
+    assert before == after
+
+
+def test_config_file_and_resume_flow(tmp_path: Path) -> None:
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('band = "random:10"\n[optim]\nepochs = 1\n[log]\nevery = 4\n')
+    result = invoke("train", "--config", str(cfg), "--out", str(tmp_path), "--name", "c", "-q")
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((tmp_path / "c" / "manifest.json").read_text())
+    assert manifest["band"] == "random:10" and manifest["config"]["log"]["every"] == 4
+    bad = invoke("train", "--resume", str(tmp_path / "c"), "--epochs", "3")
+    assert bad.exit_code == 1 and "--resume continues a run" in bad.stderr
+    unknown = tmp_path / "u.toml"
+    unknown.write_text("[optim]\nepochz = 1\n")
+    result = invoke("train", "--config", str(unknown), "--out", str(tmp_path), "--name", "u")
+    assert result.exit_code == 1 and "unknown config key" in result.stderr
+
+
+def test_usage_error_exits_2() -> None:
+    result = invoke("train", "--preset", "nope")
+    assert result.exit_code == 2
