@@ -75,9 +75,7 @@ def bench_logger(steps: int, b: int, k: int) -> None:
     labels = torch.zeros(b, dtype=torch.long)
     tmp = Path(tempfile.mkdtemp(prefix="hardstat-bench-"))
     try:
-        logger = RankLogger(
-            RunLogWriter(tmp, "bench"), enabled=True, every=1, queries=0, seed=0
-        )
+        logger = RankLogger(RunLogWriter(tmp, "bench"), enabled=True, every=1, queries=0, seed=0)
         t0 = time.perf_counter()
         for step in range(steps):
             logger.log_step(step, 0, outs[step % 4], ids, labels, 0.1, 0.0)
@@ -103,13 +101,19 @@ def bench_logger(steps: int, b: int, k: int) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
     print(f"\n== rank logging, B={b}, K={k}, {steps} logged steps ({pairs / 1e6:.1f} M pairs)")
     print(f"{'what':<48}{'M pairs/s':>12}{'bytes/pair':>12}")
-    print(f"{'RankLogger: copy + rank + write (sustained)':<48}{pairs / dt / 1e6:>12.1f}"
-          f"{size / pairs:>12.2f}")
+    print(
+        f"{'RankLogger: copy + rank + write (sustained)':<48}{pairs / dt / 1e6:>12.1f}"
+        f"{size / pairs:>12.2f}"
+    )
     print(f"{'reference: torch.argsort rows only':<48}{argsort_rate / 1e6:>12.1f}{'':>12}")
-    print(f"{'reference: pyarrow default write only':<48}{default_rate / 1e6:>12.1f}"
-          f"{default_bytes:>12.2f}")
-    print(f"targets: >= 8 M pairs/s, <= 4 bytes/pair -> "
-          f"{'MET' if pairs / dt >= 8e6 and size / pairs <= 4 else 'NOT MET'}")
+    print(
+        f"{'reference: pyarrow default write only':<48}{default_rate / 1e6:>12.1f}"
+        f"{default_bytes:>12.2f}"
+    )
+    print(
+        f"targets: >= 8 M pairs/s, <= 4 bytes/pair -> "
+        f"{'MET' if pairs / dt >= 8e6 and size / pairs <= 4 else 'NOT MET'}"
+    )
 
 
 def bench_training(steps: int, dataset: str) -> None:

@@ -14,8 +14,15 @@ def imported_after(module: str) -> set[str]:
 
 @pytest.mark.parametrize(
     "module",
-    ["hardstat.cli", "hardstat.schema", "hardstat.config", "hardstat.bands", "hardstat.runs",
-     "hardstat.logwriter", "hardstat.classes"],
+    [
+        "hardstat.cli",
+        "hardstat.schema",
+        "hardstat.config",
+        "hardstat.bands",
+        "hardstat.runs",
+        "hardstat.logwriter",
+        "hardstat.classes",
+    ],
 )
 def test_light_modules_do_not_import_torch(module: str) -> None:
     mods = imported_after(module)

@@ -29,8 +29,18 @@ def test_train_help_teaches() -> None:
 
 def test_tiny_run_prints_run_dir_on_stdout(tmp_path: Path) -> None:
     result = invoke(
-        "train", "--preset", "tiny", "--epochs", "1", "--out", str(tmp_path), "--name", "a",
-        "--quiet", "--band", "0-5",
+        "train",
+        "--preset",
+        "tiny",
+        "--epochs",
+        "1",
+        "--out",
+        str(tmp_path),
+        "--name",
+        "a",
+        "--quiet",
+        "--band",
+        "0-5",
     )
     assert result.exit_code == 0, result.output
     assert result.stdout.strip() == str(tmp_path / "a")
