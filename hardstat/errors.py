@@ -25,3 +25,7 @@ class CheckpointError(HardstatError):
 
 class RunError(HardstatError):
     """A run directory is missing, already exists, or is not a hardstat run."""
+
+
+class QueryError(HardstatError):
+    """An SQL query failed (syntax, unknown column, or a statement that would write)."""

@@ -62,6 +62,38 @@ def read_manifest(run_dir: Path) -> dict[str, Any]:
     return data
 
 
+def new_manifest(
+    run: str,
+    *,
+    config: dict[str, Any],
+    dataset: dict[str, Any],
+    queue_size: int,
+    band: str,
+    band_kept: int,
+    seed: int,
+    versions: dict[str, str],
+    device: str,
+) -> dict[str, Any]:
+    """A fresh manifest (fields documented in :data:`hardstat.schema.MANIFEST_FIELDS`)."""
+    manifest = {
+        "schema_version": schema.SCHEMA_VERSION,
+        "run": run,
+        "created": now_iso(),
+        "status": "running",
+        "config": config,
+        "dataset": dataset,
+        "queue_size": queue_size,
+        "band": band,
+        "band_kept": band_kept,
+        "seed": seed,
+        "versions": versions,
+        "device": device,
+        "steps_done": 0,
+        "epochs_done": 0,
+    }
+    return manifest
+
+
 def update_manifest(run_dir: Path, **fields: Any) -> dict[str, Any]:
     data = read_manifest(run_dir)
     data.update(fields)

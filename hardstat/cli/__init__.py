@@ -11,6 +11,7 @@ from __future__ import annotations
 import typer
 
 from hardstat.cli import evaluate as _evaluate
+from hardstat.cli.analyze import app as _analyze_app
 from hardstat.cli import train as _train
 
 app = typer.Typer(
@@ -28,6 +29,7 @@ app = typer.Typer(
 )
 app.command("train")(_train.train)
 app.command("eval")(_evaluate.evaluate)
+app.add_typer(_analyze_app, name="analyze")
 
 
 def main() -> None:

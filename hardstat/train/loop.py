@@ -117,13 +117,10 @@ def _new_run(run_dir: Path, config: TrainConfig, dataset: Dataset, device: torch
     runs.check_run_name(run_dir.name)
     run_dir.mkdir(parents=True, exist_ok=True)
     band = config.parsed_band
-    manifest = {
-        "schema_version": schema.SCHEMA_VERSION,
-        "run": run_dir.name,
-        "created": runs.now_iso(),
-        "status": "running",
-        "config": config.to_dict(),
-        "dataset": {
+    manifest = runs.new_manifest(
+        run_dir.name,
+        config=config.to_dict(),
+        dataset={
             "spec": dataset.spec,
             "name": dataset.name,
             "train_size": len(dataset.train),
@@ -131,15 +128,13 @@ def _new_run(run_dir: Path, config: TrainConfig, dataset: Dataset, device: torch
             "image_size": dataset.train.image_size,
             "num_classes": len(dataset.classes),
         },
-        "queue_size": config.model.queue_size,
-        "band": band.spec,
-        "band_kept": band.kept_count(config.model.queue_size),
-        "seed": config.seed,
-        "versions": versions(),
-        "device": str(device),
-        "steps_done": 0,
-        "epochs_done": 0,
-    }
+        queue_size=config.model.queue_size,
+        band=band.spec,
+        band_kept=band.kept_count(config.model.queue_size),
+        seed=config.seed,
+        versions=versions(),
+        device=str(device),
+    )
     runs.write_json_atomic(run_dir / schema.MANIFEST_FILE, manifest)
 
 

@@ -1,0 +1,1 @@
+"""Analyses of run logs over DuckDB (never imports torch)."""

@@ -1,0 +1,39 @@
+"""Charts: pure functions from a table (polars/Arrow) to an altair chart, and saving them.
+
+Each analysis has its chart module (``charts.bands``, ``charts.consistency``,
+``charts.semantic``). :func:`save_chart` writes HTML, PNG, SVG or Vega-Lite JSON by the file's
+suffix, offline (PNG/SVG through vl-convert). altair is imported lazily by the chart modules.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from hardstat.errors import HardstatError
+
+FORMATS = (".html", ".png", ".svg", ".json")
+
+
+def save_chart(chart: Any, path: Path, *, scale: float = 2.0) -> Path:
+    """Save an altair chart to ``path``; the suffix (.html, .png, .svg, .json) picks the format."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix not in FORMATS:
+        raise HardstatError(
+            f"cannot write a chart to {path.name}: use a file ending in {', '.join(FORMATS)}"
+        )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if suffix == ".png":
+        import vl_convert as vlc
+
+        path.write_bytes(vlc.vegalite_to_png(chart.to_json(), scale=scale))
+    elif suffix == ".svg":
+        import vl_convert as vlc
+
+        path.write_text(vlc.vegalite_to_svg(chart.to_json()))
+    elif suffix == ".json":
+        path.write_text(chart.to_json())
+    else:
+        chart.save(str(path), format="html", inline=True)
+    return path

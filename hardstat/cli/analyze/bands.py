@@ -1,0 +1,3 @@
+"""``hardstat analyze bands``."""
+
+from __future__ import annotations

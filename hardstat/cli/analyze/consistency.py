@@ -1,0 +1,3 @@
+"""``hardstat analyze consistency``."""
+
+from __future__ import annotations

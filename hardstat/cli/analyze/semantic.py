@@ -1,0 +1,3 @@
+"""``hardstat analyze semantic``."""
+
+from __future__ import annotations
