@@ -116,7 +116,9 @@ def bench_logger(steps: int, b: int, k: int) -> None:
     )
 
 
-def bench_training(steps: int, dataset: str) -> None:
+def bench_training(steps: int, dataset: str, rounds: int) -> None:
+    import statistics
+
     import duckdb
 
     from hardstat.config import preset
@@ -133,27 +135,36 @@ def bench_training(steps: int, dataset: str) -> None:
     }
     warmup = 5
     tmp = Path(tempfile.mkdtemp(prefix="hardstat-bench-"))
-    means: dict[str, float] = {}
+    means: dict[str, list[float]] = {name: [] for name in settings}
     try:
-        for name, config in settings.items():
-            run = tmp / f"r{len(means)}"
-            train(config, run, progress=False, stop_after=steps)
-            (rows,) = duckdb.sql(
-                f"SELECT avg(seconds) FROM '{run}/steps/*.parquet' WHERE step >= {warmup}"
-            ).fetchall()
-            means[name] = float(rows[0])
-            shutil.rmtree(run)
+        for r in range(rounds):  # settings interleaved, so drift hits them alike
+            for i, (name, config) in enumerate(settings.items()):
+                run = tmp / f"r{r}-{i}"
+                train(config, run, progress=False, stop_after=steps)
+                (row,) = duckdb.sql(
+                    f"SELECT avg(seconds) FROM '{run}/steps/*.parquet' WHERE step >= {warmup}"
+                ).fetchall()
+                means[name].append(float(row[0]))
+                shutil.rmtree(run)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     off = means["logging off"]
-    print(f"\n== training step time, cifar10-cpu preset ({dataset}), steps {warmup}..{steps - 1}")
-    print(f"{'setting':<44}{'s/step':>10}{'ratio':>10}")
-    for name, mean in means.items():
-        print(f"{name:<44}{mean:>10.3f}{mean / off:>10.3f}")
+    print(
+        f"\n== training step time, cifar10-cpu preset ({dataset}), mean of steps "
+        f"{warmup}..{steps - 1}, {rounds} interleaved rounds"
+    )
+    print(f"{'setting':<42}{'s/step (median)':>16}{'ratio of medians':>18}{'ratio per round':>26}")
+    med_off = statistics.median(off)
+    ratios = {}
+    for name, values in means.items():
+        med = statistics.median(values)
+        ratios[name] = med / med_off
+        per_round = " ".join(f"{v / o:.3f}" for v, o in zip(values, off, strict=True))
+        print(f"{name:<42}{med:>16.3f}{med / med_off:>18.3f}{per_round:>26}")
     print(
         "targets: default cadence <= 1.05x, band masking <= 1.05x -> "
-        f"default {means['default cadence (every 50, 64 queries)'] / off:.3f}x, "
-        f"band {means['band 0-5, logging off'] / off:.3f}x"
+        f"default {ratios['default cadence (every 50, 64 queries)']:.3f}x, "
+        f"band {ratios['band 0-5, logging off']:.3f}x"
     )
 
 
@@ -161,7 +172,8 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--part", choices=["logger", "training", "all"], default="all")
     p.add_argument("--steps", type=int, default=40, help="logged steps for the logger part")
-    p.add_argument("--train-steps", type=int, default=150, help="steps per training setting")
+    p.add_argument("--train-steps", type=int, default=100, help="steps per training setting")
+    p.add_argument("--rounds", type=int, default=3, help="interleaved rounds of all settings")
     p.add_argument("--threads", type=int, default=2)
     args = p.parse_args()
     torch.set_num_threads(args.threads)
@@ -172,7 +184,7 @@ def main() -> None:
         dataset = f"npz:{CIFAR}" if CIFAR.is_dir() else "synthetic:20000"
         if not CIFAR.is_dir():
             print(f"note: {CIFAR} not found; using synthetic data")
-        bench_training(args.train_steps, dataset)
+        bench_training(args.train_steps, dataset, args.rounds)
 
 
 if __name__ == "__main__":

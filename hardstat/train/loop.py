@@ -340,16 +340,17 @@ def train(
                 if stop.requested or (stop_after is not None and step >= stop_after):
                     interrupted = True
                     break
+            if step % steps_per_epoch == 0:  # the epoch is complete (also when stopping now)
+                ev = config.eval.knn_every
+                if (ev and (epoch + 1) % ev == 0) or step == total_steps:
+                    knn_top1 = evaluate(epoch)
+                    if knn_top1 is not None:
+                        bar.write(f"epoch {epoch}: kNN top-1 {knn_top1:.4f}", file=sys.stderr)
+                ce = config.checkpoint_every
+                if ce and (epoch + 1) % ce == 0 and step < total_steps and not interrupted:
+                    checkpoint("running")
             if interrupted:
                 break
-            ev = config.eval.knn_every
-            if (ev and (epoch + 1) % ev == 0) or step == total_steps:
-                knn_top1 = evaluate(epoch)
-                if knn_top1 is not None:
-                    bar.write(f"epoch {epoch}: kNN top-1 {knn_top1:.4f}", file=sys.stderr)
-            ce = config.checkpoint_every
-            if (ce and (epoch + 1) % ce == 0) and step < total_steps:
-                checkpoint("running")
         bar.close()
         checkpoint("interrupted" if interrupted else "finished")
         logger.close()

@@ -171,12 +171,16 @@ def test_interrupted_and_resumed_run_logs_the_same_steps(
     first = train(TINY, part, progress=False, stop_after=5)  # mid-epoch (8 steps per epoch)
     assert first.interrupted and first.steps_done == 5
     assert runs.read_manifest(part)["status"] == "interrupted"
+    # stopping exactly at an epoch's end still runs that epoch's evaluation
+    again = train(TINY, part, resume=True, progress=False, stop_after=8)
+    assert again.interrupted and again.steps_done == 8
     second = train(TINY, part, resume=True, progress=False)
     assert not second.interrupted and second.steps_done == 16
     for table, key in [
         ("pairs", "step, query_id, rank"),
         ("queries", "step, query_id"),
         ("steps", "step"),
+        ("evals", "step, epoch, kind, top1"),
     ]:
         a = sql(f"SELECT {key} FROM '{full}/{table}/*.parquet' ORDER BY {key}")
         b = sql(f"SELECT {key} FROM '{part}/{table}/*.parquet' ORDER BY {key}")
