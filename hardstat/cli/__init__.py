@@ -11,8 +11,8 @@ from __future__ import annotations
 import typer
 
 from hardstat.cli import evaluate as _evaluate
-from hardstat.cli.analyze import app as _analyze_app
 from hardstat.cli import train as _train
+from hardstat.cli.analyze import app as _analyze_app
 
 app = typer.Typer(
     name="hardstat",
