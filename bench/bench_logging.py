@@ -11,6 +11,7 @@ off, default cadence, every step with the whole batch, and band 0-5 (masking cos
 
     python bench/bench_logging.py                      # both parts
     python bench/bench_logging.py --part logger --steps 40
+    python bench/bench_logging.py --part training --preset cifar10 --device cuda   # on a GPU
 """
 
 from __future__ import annotations
@@ -116,7 +117,7 @@ def bench_logger(steps: int, b: int, k: int) -> None:
     )
 
 
-def bench_training(steps: int, dataset: str, rounds: int) -> None:
+def bench_training(steps: int, dataset: str, rounds: int, preset_name: str, device: str) -> None:
     import statistics
 
     import duckdb
@@ -124,8 +125,14 @@ def bench_training(steps: int, dataset: str, rounds: int) -> None:
     from hardstat.config import preset
     from hardstat.train.loop import train
 
-    base = preset("cifar10-cpu").replace(
-        **{"data.dataset": dataset, "optim.epochs": 1, "threads": 2, "eval.knn_every": 0}
+    base = preset(preset_name).replace(
+        **{
+            "data.dataset": dataset,
+            "optim.epochs": 1,
+            "threads": torch.get_num_threads(),
+            "eval.knn_every": 0,
+            "device": device,
+        }
     )
     settings = {
         "logging off": base.replace(**{"log.enabled": False}),
@@ -150,7 +157,7 @@ def bench_training(steps: int, dataset: str, rounds: int) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
     off = means["logging off"]
     print(
-        f"\n== training step time, cifar10-cpu preset ({dataset}), mean of steps "
+        f"\n== training step time, {preset_name} preset on {device} ({dataset}), mean of steps "
         f"{warmup}..{steps - 1}, {rounds} interleaved rounds"
     )
     print(f"{'setting':<42}{'s/step (median)':>16}{'ratio of medians':>18}{'ratio per round':>26}")
@@ -175,6 +182,8 @@ def main() -> None:
     p.add_argument("--train-steps", type=int, default=100, help="steps per training setting")
     p.add_argument("--rounds", type=int, default=3, help="interleaved rounds of all settings")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--preset", default="cifar10-cpu", help="cifar10 for the GPU recipe")
+    p.add_argument("--device", default="cpu", help="cpu or cuda")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     print(f"machine: {machine()}")
@@ -184,7 +193,7 @@ def main() -> None:
         dataset = f"npz:{CIFAR}" if CIFAR.is_dir() else "synthetic:20000"
         if not CIFAR.is_dir():
             print(f"note: {CIFAR} not found; using synthetic data")
-        bench_training(args.train_steps, dataset, args.rounds)
+        bench_training(args.train_steps, dataset, args.rounds, args.preset, args.device)
 
 
 if __name__ == "__main__":
