@@ -29,3 +29,7 @@ class RunError(HardstatError):
 
 class QueryError(HardstatError):
     """An SQL query failed (syntax, unknown column, or a statement that would write)."""
+
+
+class WordNetError(HardstatError):
+    """The WordNet corpus is missing, fails its check, or lacks a class's synset."""

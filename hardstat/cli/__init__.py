@@ -11,6 +11,7 @@ from __future__ import annotations
 import typer
 
 from hardstat.cli import evaluate as _evaluate
+from hardstat.cli import sql as _sql
 from hardstat.cli import train as _train
 from hardstat.cli.analyze import app as _analyze_app
 
@@ -29,6 +30,7 @@ app = typer.Typer(
 )
 app.command("train")(_train.train)
 app.command("eval")(_evaluate.evaluate)
+app.command("sql")(_sql.sql)
 app.add_typer(_analyze_app, name="analyze")
 
 

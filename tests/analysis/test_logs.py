@@ -1,0 +1,306 @@
+"""Run discovery, the DuckDB views, read-only guarantees and one-line errors of analysis.logs."""
+
+from __future__ import annotations
+
+import json
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from hardstat import schema
+from hardstat.analysis import logs
+from hardstat.errors import LogError, QueryError, RunError
+
+
+def ranked_pairs(queue_size: int, queries: int, step: int = 0) -> dict[str, np.ndarray]:
+    """``queries`` queries at ``step``, each with negatives 100..100+K-1 ranked in order."""
+    n = queue_size * queries
+    return {
+        "step": np.full(n, step, np.int32),
+        "query_id": np.repeat(np.arange(queries, dtype=np.int32), queue_size),
+        "neg_id": np.tile(np.arange(100, 100 + queue_size, dtype=np.int32), queries),
+        "rank": np.tile(np.arange(1, queue_size + 1, dtype=np.int32), queries),
+        "similarity": np.tile(np.linspace(0.9, -0.9, queue_size), queries).astype(np.float16),
+        "in_band": np.ones(n, bool),
+    }
+
+
+def knn(step: int, top1: float) -> dict[str, object]:
+    return {"step": step, "epoch": 0, "kind": "knn", "top1": top1, "top5": None, "params": "{}"}
+
+
+def snapshot(root: Path) -> dict[str, tuple[int, int]]:
+    """Every file under ``root``: (size, mtime in ns)."""
+    return {
+        str(p.relative_to(root)): (p.stat().st_size, p.stat().st_mtime_ns)
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
+
+
+@pytest.fixture
+def two_runs(make_run: Callable[..., Path]) -> list[Path]:
+    a = make_run("a", queue_size=8, pairs=ranked_pairs(8, 2), evals=[knn(3, 0.5)])
+    b = make_run("b", queue_size=8, pairs=ranked_pairs(8, 3, step=5), band="0-50", seed=1)
+    return [a, b]
+
+
+# -- find_runs ---------------------------------------------------------------------------------
+
+
+def test_find_runs_accepts_runs_sweeps_and_globs(two_runs: list[Path]) -> None:
+    sweep = two_runs[0].parent
+    assert [r.name for r in logs.find_runs([two_runs[1]])] == ["b"]
+    assert [r.name for r in logs.find_runs([sweep])] == ["a", "b"]
+    assert [r.name for r in logs.find_runs([str(sweep / "*")])] == ["a", "b"]
+    assert [r.name for r in logs.find_runs([two_runs[0], sweep])] == ["a", "b"]  # deduplicated
+
+
+def test_find_runs_errors(tmp_path: Path, make_run: Callable[..., Path]) -> None:
+    with pytest.raises(RunError, match="does not exist"):
+        logs.find_runs([tmp_path / "nope"])
+    with pytest.raises(RunError, match="no hardstat run matches"):
+        logs.find_runs([str(tmp_path / "x*")])
+    run = make_run("old", queue_size=8)
+    manifest = json.loads((run / schema.MANIFEST_FILE).read_text())
+    manifest["schema_version"] = schema.SCHEMA_VERSION + 1
+    (run / schema.MANIFEST_FILE).write_text(json.dumps(manifest))
+    with pytest.raises(LogError, match="schema version") as e:
+        logs.find_runs([run])
+    assert "\n" not in str(e.value)
+
+
+# -- views ---------------------------------------------------------------------------------------
+
+
+def test_views_tag_rows_with_their_run(two_runs: list[Path]) -> None:
+    con = logs.connect(logs.find_runs(two_runs))
+    counts = logs.query(con, "SELECT run, count(*) AS n FROM pairs GROUP BY run ORDER BY run")
+    assert counts.to_pylist() == [{"run": "a", "n": 16}, {"run": "b", "n": 24}]
+    runs = logs.query(
+        con, "SELECT run, band, band_kept, kept_fraction, seed FROM runs ORDER BY run"
+    )
+    assert runs.to_pylist() == [
+        {"run": "a", "band": "0-100", "band_kept": 8, "kept_fraction": 1.0, "seed": 0},
+        {"run": "b", "band": "0-50", "band_kept": 4, "kept_fraction": 0.5, "seed": 1},
+    ]
+    # b has no evals, a has no samples: typed, empty where missing
+    assert logs.query(con, "SELECT DISTINCT run FROM evals").column("run").to_pylist() == ["a"]
+    assert logs.query(con, "SELECT count(*) AS n FROM samples").column("n").to_pylist() == [0]
+    cols = logs.query(con, "DESCRIBE samples").column("column_name").to_pylist()
+    assert cols == list(schema.SAMPLES.column_names)
+
+
+def test_query_binds_parameters_without_warnings(two_runs: list[Path]) -> None:
+    con = logs.connect(logs.find_runs(two_runs))
+    sql_named = "SELECT count(*) AS n FROM pairs WHERE run = $run AND rank <= $r"
+    sql_positional = "SELECT count(*) AS n FROM pairs WHERE run = ? AND rank <= ?"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        named = logs.query(con, sql_named, {"run": "b", "r": 2})
+        positional = logs.query(con, sql_positional, ["a", 3])
+    assert named.column("n").to_pylist() == [3 * 2]
+    assert positional.column("n").to_pylist() == [2 * 3]
+
+
+def test_query_batches_streams_every_row(two_runs: list[Path]) -> None:
+    con = logs.connect(logs.find_runs(two_runs))
+    schema_, batches = logs.query_batches(con, "SELECT * FROM pairs ORDER BY run", batch_rows=7)
+    sizes = [b.num_rows for b in batches]
+    assert schema_.names == list(schema.PAIRS.column_names)
+    assert sum(sizes) == 40 and max(sizes) <= 7
+
+
+def test_query_errors_are_one_line(two_runs: list[Path]) -> None:
+    con = logs.connect(logs.find_runs(two_runs))
+    with pytest.raises(QueryError, match="Parser Error") as e:
+        logs.query(con, "SELEC 1")
+    with pytest.raises(QueryError, match='"nope" not found') as e2:
+        logs.query(con, "SELECT nope\nFROM pairs")
+    for err in (e, e2):
+        assert "\n" not in str(err.value) and "LINE 1" not in str(err.value)
+
+
+# -- read-only -------------------------------------------------------------------------------------
+
+
+def test_connection_is_locked_to_the_run_directories(two_runs: list[Path], tmp_path: Path) -> None:
+    runs = logs.find_runs(two_runs)
+    con = logs.connect(runs)
+
+    def setting(name: str) -> object:
+        return con.execute("SELECT current_setting(?)", [name]).fetchall()[0][0]
+
+    assert setting("enable_external_access") is False
+    assert setting("lock_configuration") is True
+    allowed = set(setting("allowed_directories"))  # type: ignore[call-overload]
+    assert {f"{r.path}/" for r in runs} <= allowed
+    assert not any(str(tmp_path) == d.rstrip("/") for d in allowed)
+    # below the statement check: the connection itself refuses these
+    for sql in (
+        "SET lock_configuration = false",
+        "SET enable_external_access = true",
+        f"COPY (SELECT 1) TO '{tmp_path / 'x.csv'}'",
+        f"SELECT * FROM read_csv('{tmp_path.parent}/*.csv')",
+        "SELECT * FROM read_csv('/etc/passwd')",
+        "INSTALL httpfs",
+    ):
+        with pytest.raises(duckdb.Error):
+            con.execute(sql)
+    assert not (tmp_path / "x.csv").exists()
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "SELECT 1",
+        "WITH t AS (SELECT 1 AS x) SELECT * FROM t",
+        "FROM runs",
+        "VALUES (1)",
+        "DESCRIBE pairs",
+        "SUMMARIZE evals",
+        "SHOW TABLES",
+        "EXPLAIN SELECT * FROM pairs",
+        "EXPLAIN ANALYZE SELECT count(*) FROM pairs",
+        "PIVOT (SELECT run, band FROM runs) ON band IN ('0-100')",
+    ],
+)
+def test_check_select_allows_reads(two_runs: list[Path], sql: str) -> None:
+    con = logs.connect(logs.find_runs(two_runs))
+    logs.check_select(con, sql)
+    logs.query(con, sql, select_only=True)
+
+
+@pytest.mark.parametrize(
+    ("sql", "kind"),
+    [
+        ("COPY pairs TO '{run}/x.csv'", "COPY"),
+        ("COPY (SELECT 1) TO '{tmp}/x.csv'", "COPY"),
+        ("DELETE FROM runs", "DELETE"),
+        ("TRUNCATE runs", "DELETE (TRUNCATE)"),
+        ("UPDATE runs SET seed = 5", "UPDATE"),
+        ("INSERT INTO runs (run) VALUES ('x')", "INSERT"),
+        ("DROP VIEW pairs", "DROP"),
+        ("CREATE TABLE t AS SELECT 1", "CREATE"),
+        ("CREATE OR REPLACE VIEW pairs AS SELECT 1", "CREATE"),
+        ("ALTER TABLE runs ADD COLUMN x INT", "ALTER"),
+        ("ATTACH '{tmp}/x.db'", "ATTACH"),
+        ("DETACH memory", "DETACH"),
+        ("SET lock_configuration = false", "SET"),
+        ("RESET threads", "SET (RESET)"),
+        ("PRAGMA version", "PRAGMA"),
+        ("INSTALL httpfs", "LOAD (INSTALL)"),
+        ("LOAD httpfs", "LOAD"),
+        ("EXPORT DATABASE '{run}/db'", "EXPORT"),
+        ("CALL pragma_version()", "CALL"),
+        ("CHECKPOINT", "CALL (CHECKPOINT)"),
+        ("BEGIN", "TRANSACTION (BEGIN)"),
+        ("PREPARE p AS SELECT 1", "PREPARE"),
+        ("VACUUM", "VACUUM"),
+        ("PIVOT (SELECT run, band FROM runs) ON band", "MULTI (PIVOT)"),
+        ("UPDATE EXTENSIONS", "UNKNOWN (UPDATE)"),
+    ],
+)
+def test_check_select_refuses_everything_else(
+    two_runs: list[Path], tmp_path: Path, sql: str, kind: str
+) -> None:
+    con = logs.connect(logs.find_runs(two_runs))
+    before = snapshot(tmp_path)
+    text = sql.format(run=two_runs[0], tmp=tmp_path)
+    with pytest.raises(QueryError) as e:
+        logs.query(con, text, select_only=True)
+    assert f"refused a {kind} statement" in str(e.value) and "\n" not in str(e.value)
+    assert snapshot(tmp_path) == before
+    assert logs.query(con, "SELECT count(*) AS n FROM runs").column("n").to_pylist() == [2]
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "SELECT 1; DROP VIEW pairs",
+        "SELECT 1; SELECT 2",
+        "",
+        "-- only a comment",
+    ],
+)
+def test_check_select_wants_exactly_one_statement(two_runs: list[Path], sql: str) -> None:
+    con = logs.connect(logs.find_runs(two_runs))
+    with pytest.raises(QueryError, match="exactly one SELECT"):
+        logs.check_select(con, sql)
+    assert logs.query(con, "SELECT count(*) AS n FROM pairs").column("n").to_pylist() == [40]
+
+
+def test_explain_analyze_of_a_write_is_refused(two_runs: list[Path]) -> None:
+    con = logs.connect(logs.find_runs(two_runs))
+    target = two_runs[0] / "y.csv"
+    with pytest.raises(QueryError, match="EXPLAIN is allowed only"):
+        logs.check_select(con, f"EXPLAIN ANALYZE COPY (SELECT 1) TO '{target}'")
+    assert not target.exists()
+
+
+# -- damaged files -------------------------------------------------------------------------------
+
+
+def _data_region(data: bytes) -> tuple[int, int]:
+    """Byte range of a Parquet file between the leading magic and the footer."""
+    footer = int.from_bytes(data[-8:-4], "little")
+    return 4, len(data) - 8 - footer
+
+
+def _damage(path: Path, how: str) -> None:
+    data = path.read_bytes()
+    if how == "truncated":
+        path.write_bytes(data[: len(data) // 2])
+    elif how == "empty":
+        path.write_bytes(b"")
+    elif how == "garbage":
+        path.write_bytes(b"not parquet" * 100)
+    elif how == "pages":
+        lo, hi = _data_region(data)
+        path.write_bytes(data[:lo] + b"\xff" * (hi - lo) + data[hi:])
+    else:
+        raise AssertionError(how)
+
+
+@pytest.mark.parametrize("how", ["truncated", "empty", "garbage", "pages"])
+def test_damaged_file_is_named_in_one_line(two_runs: list[Path], how: str) -> None:
+    bad = next((two_runs[1] / "pairs").glob("*.parquet"))
+    _damage(bad, how)
+    before = snapshot(two_runs[1].parent)
+    with pytest.raises(LogError) as e:
+        con = logs.connect(logs.find_runs(two_runs))
+        logs.query(con, "SELECT sum(similarity) FROM pairs")
+    message = str(e.value)
+    assert str(bad) in message and "move it out of the run directory" in message
+    assert "\n" not in message
+    assert snapshot(two_runs[1].parent) == before
+
+
+def test_foreign_schema_version_or_columns_in_a_file(two_runs: list[Path]) -> None:
+    folder = two_runs[0] / "evals"
+    table = pq.read_table(next(folder.glob("*.parquet")))
+    odd = folder / "part-p001-000000.parquet"
+    pq.write_table(table.replace_schema_metadata({"hardstat.schema_version": "99"}), odd)
+    with pytest.raises(LogError, match="schema version 99"):
+        logs.connect(logs.find_runs(two_runs))
+    pq.write_table(pa.table({"run": ["a"], "step": pa.array([1], pa.int32())}), odd)
+    with pytest.raises(LogError, match="schema version none"):
+        logs.connect(logs.find_runs(two_runs))
+    meta = {"hardstat.schema_version": str(schema.SCHEMA_VERSION)}
+    pq.write_table(table.drop_columns(["top5"]).replace_schema_metadata(meta), odd)
+    with pytest.raises(LogError, match="lacks column"):
+        logs.connect(logs.find_runs(two_runs))
+    odd.unlink()
+    logs.connect(logs.find_runs(two_runs))
+
+
+def test_hidden_temporary_files_are_not_read(two_runs: list[Path]) -> None:
+    (two_runs[0] / "pairs" / ".part-p000-000009.parquet.tmp").write_bytes(b"partial")
+    con = logs.connect(logs.find_runs(two_runs))
+    assert logs.query(con, "SELECT count(*) AS n FROM pairs").column("n").to_pylist() == [40]
