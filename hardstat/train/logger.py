@@ -78,10 +78,11 @@ class RankLogger:
         s = self._steps
         s["step"].append(step)
         s["epoch"].append(epoch)
-        s["loss"].append(float(out.loss.detach()))
+        # device scalars: moved to the CPU together at flush, so a GPU step never waits here
+        s["loss"].append(out.loss.detach())
         s["lr"].append(lr)
-        s["pos_similarity"].append(float(out.l_pos.mean()))
-        s["neg_similarity"].append(float(out.l_neg.mean()))
+        s["pos_similarity"].append(out.l_pos.mean())
+        s["neg_similarity"].append(out.l_neg.mean())
         s["seconds"].append(seconds)
         s["logged"].append(logged)
         if not logged:
@@ -122,7 +123,12 @@ class RankLogger:
 
     def flush(self) -> None:
         """Write everything buffered and publish all open files; returns when on disk."""
-        steps = {k: np.array(v) for k, v in self._steps.items()}
+        steps = {
+            k: torch.stack(v).float().cpu().numpy()
+            if v and isinstance(v[0], torch.Tensor)
+            else np.array(v)
+            for k, v in self._steps.items()
+        }
         for v in self._steps.values():
             v.clear()
         if len(steps["step"]):

@@ -331,12 +331,13 @@ def train(
                 bar.update(1)
                 seconds = time.perf_counter() - t0
                 rate = b / seconds if rate is None else 0.9 * rate + 0.1 * b / seconds
-                bar.set_postfix(
-                    epoch=epoch,
-                    loss=f"{float(out.loss.detach()):.3f}",
-                    img_s=f"{rate:.0f}",
-                    refresh=False,
-                )
+                if step % 10 == 1:  # reading the loss waits for the device: not every step
+                    bar.set_postfix(
+                        epoch=epoch,
+                        loss=f"{float(out.loss.detach()):.3f}",
+                        img_s=f"{rate:.0f}",
+                        refresh=False,
+                    )
                 if stop.requested or (stop_after is not None and step >= stop_after):
                     interrupted = True
                     break
