@@ -122,7 +122,7 @@ def parse_band(spec: str) -> Band:
             raise ConfigError(f"band {spec!r} keeps no negative; {_HELP}")
         return Band(random_percent=pct)
     ranges: list[tuple[Fraction, Fraction]] = []
-    for part in spec.split(","):
+    for part in re.split(r"[,+]", spec):  # '+' also joins ranges, e.g. in sweep band lists
         m = _RANGE.match(part)
         if not m:
             raise ConfigError(f"malformed band {spec!r} (at {part.strip()!r}); {_HELP}")

@@ -86,3 +86,13 @@ def test_count_rule_matches_definition(k: int, a: Fraction, b: Fraction) -> None
     # slow reference: count r in 1..K with ceil(lo K/100) < r <= ceil(hi K/100)
     cut_lo, cut_hi = math.ceil(flo * k / 100), math.ceil(fhi * k / 100)
     assert band.kept_count(k) == sum(1 for r in range(1, k + 1) if cut_lo < r <= cut_hi)
+
+
+def test_plus_joins_ranges_like_comma() -> None:
+    plus, comma = parse_band("50-55+0-5"), parse_band("0-5,50-55")
+    assert plus == comma and plus.spec == "0-5,50-55"
+    assert plus.kept_count(4096) == 205 + (2253 - 2048)
+    assert parse_band(" 0-5 + 5-10 ").rank_intervals(100) == ((0, 10),)
+    for bad in ("0-5+", "+0-5", "0-5++5-10", "random:5+0-5"):
+        with pytest.raises(ConfigError, match="malformed band"):
+            parse_band(bad)

@@ -12,7 +12,9 @@ import typer
 
 from hardstat.cli import evaluate as _evaluate
 from hardstat.cli import sql as _sql
+from hardstat.cli import sweep as _sweep
 from hardstat.cli import train as _train
+from hardstat.cli import wordnet as _wordnet
 from hardstat.cli.analyze import app as _analyze_app
 
 app = typer.Typer(
@@ -31,7 +33,9 @@ app = typer.Typer(
 app.command("train")(_train.train)
 app.command("eval")(_evaluate.evaluate)
 app.command("sql")(_sql.sql)
+app.command("sweep")(_sweep.sweep)
 app.add_typer(_analyze_app, name="analyze")
+app.add_typer(_wordnet.app, name="wordnet")
 
 
 def main() -> None:

@@ -152,6 +152,17 @@ def train(
             help="kNN monitor every N epochs (0 = only at the end).", rich_help_panel=_LOG
         ),
     ] = None,
+    set_: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--set",
+            metavar="KEY=VALUE",
+            help="Override any config key by its dotted path, e.g. --set optim.lr=0.1 --set "
+            "model.width=64 (repeatable; values parsed as JSON when possible, else strings; "
+            "applied after the other options).",
+            rich_help_panel=_RUN,
+        ),
+    ] = None,
     out: Annotated[
         Path, typer.Option(help="Directory that holds runs.", rich_help_panel=_RUN)
     ] = Path("runs"),
@@ -217,18 +228,19 @@ def train(
         "eval.knn_every": knn_every,
     }
     overrides = {k: v for k, v in overrides.items() if v is not None}
+    sets = dict(parse_override(text) for text in set_ or [])
     if resume is not None:
-        if overrides or config is not None or name is not None:
+        if overrides or sets or config is not None or name is not None:
             raise ConfigError(
                 "--resume continues a run with its saved config; give no other options "
-                f"(got {', '.join(sorted(overrides)) or '--config/--name'})"
+                f"(got {', '.join(sorted({**overrides, **sets})) or '--config/--name'})"
             )
         run_dir, conf = resume, _saved_config(resume)
     else:
         base = cfg.preset(preset.value).to_dict()
         if config is not None:
             base = cfg.merge_dicts(base, cfg.load_config_file(config))
-        conf = cfg.TrainConfig.from_dict(base).replace(**overrides)
+        conf = cfg.TrainConfig.from_dict(base).replace(**overrides).replace(**sets)
         run_dir = out / (name or default_run_name(preset.value, conf.band, conf.seed))
 
     from hardstat.train.loop import train as run_training
@@ -255,3 +267,21 @@ def _saved_config(run_dir: Path) -> Any:
 
     manifest = runs.read_manifest(run_dir)
     return TrainConfig.from_dict(json.loads(json.dumps(manifest["config"])))
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """One ``--set KEY=VALUE``: the dotted key and the value, parsed as JSON when it parses
+    (numbers, true/false, null, "quoted strings"), else kept as the string."""
+    import json
+
+    key, sep, raw = text.partition("=")
+    key = key.strip()
+    if not sep or not key:
+        raise typer.BadParameter(
+            f"expected KEY=VALUE such as optim.lr=0.1, got {text!r}", param_hint="'--set'"
+        )
+    try:
+        value: Any = json.loads(raw)
+    except ValueError:
+        value = raw
+    return key, value

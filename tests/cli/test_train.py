@@ -98,3 +98,31 @@ def test_config_file_and_resume_flow(tmp_path: Path) -> None:
 def test_usage_error_exits_2() -> None:
     result = invoke("train", "--preset", "nope")
     assert result.exit_code == 2
+
+
+def test_set_overrides_any_config_key(tmp_path: Path) -> None:
+    small = ["--set", "data.dataset=synthetic:128", "--set", "optim.batch_size=32"]
+    small += ["--set", "model.queue_size=64", "--set", "threads=1"]
+    args = ["train", "--out", str(tmp_path), "-q", "--epochs", "3", *small]
+    result = invoke(
+        *args,
+        *("--name", "s", "--set", "model.width=8", "--set", "optim.lr=1", "--set", "amp=true"),
+        *("--set", "optim.epochs=1", "--set", 'device="cpu"', "--set", "data.subset=null"),
+    )
+    assert result.exit_code == 0, result.output
+    conf = json.loads((tmp_path / "s" / "manifest.json").read_text())["config"]
+    assert conf["model"]["width"] == 8 and conf["model"]["queue_size"] == 64
+    assert conf["optim"]["lr"] == 1.0 and isinstance(conf["optim"]["lr"], float)
+    assert conf["optim"]["epochs"] == 1  # --set is applied after --epochs
+    assert conf["amp"] is True and conf["device"] == "cpu" and conf["data"]["subset"] is None
+    assert conf["data"]["dataset"] == "synthetic:128" and conf["threads"] == 1
+    for bad, code, message in [
+        (["--set", "model.widht=8"], 1, "unknown config key 'model.widht'"),
+        (["--set", "model.width=wide"], 1, "model.width must be an integer"),
+        (["--set", "model.width"], 2, "KEY=VALUE"),
+    ]:
+        result = invoke(*args, "--name", "bad", *bad)
+        assert result.exit_code == code, result.output
+        assert message in result.stderr
+    resumed = invoke("train", "--resume", str(tmp_path / "s"), "--set", "optim.epochs=2")
+    assert resumed.exit_code == 1 and "optim.epochs" in resumed.stderr

@@ -1,0 +1,200 @@
+"""``hardstat sweep``: a band ablation (bands x seeds) as one resumable command."""
+
+from __future__ import annotations
+
+import shlex
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from hardstat.cli.errors import reports_errors
+from hardstat.cli.train import Preset, parse_override
+
+_SPEC = "Sweep"
+_BASE = "Base configuration (every run)"
+_RUN = "Execution"
+
+
+class Launcher(StrEnum):
+    local = "local"
+    slurm = "slurm"
+
+
+@reports_errors
+def sweep(
+    out: Annotated[
+        Path,
+        typer.Option(
+            help="Sweep directory: holds sweep.json and one run directory per (band, seed).",
+            rich_help_panel=_SPEC,
+        ),
+    ],
+    bands: Annotated[
+        str | None,
+        typer.Option(
+            help="Bands to compare, comma-separated; join the ranges of a union band with '+', "
+            "e.g. 0-100,0-5,5-100,0.1-100,0-5+50-55,random:5.",
+            rich_help_panel=_SPEC,
+        ),
+    ] = None,
+    seeds: Annotated[
+        str | None,
+        typer.Option(help="Seeds, comma-separated (default 0).", rich_help_panel=_SPEC),
+    ] = None,
+    preset: Annotated[
+        Preset | None,
+        typer.Option(
+            help="Starting configuration, as for hardstat train (default tiny).",
+            rich_help_panel=_BASE,
+        ),
+    ] = None,
+    config: Annotated[
+        Path | None,
+        typer.Option(
+            help="TOML or JSON config file applied over the preset (band and seed come from "
+            "--bands and --seeds).",
+            rich_help_panel=_BASE,
+        ),
+    ] = None,
+    dataset: Annotated[
+        str | None,
+        typer.Option(
+            help="Dataset spec: synthetic[:N], npz:DIR, cifar10[:ROOT], cifar100[:ROOT], "
+            "folder:DIR.",
+            rich_help_panel=_BASE,
+        ),
+    ] = None,
+    epochs: Annotated[int | None, typer.Option(rich_help_panel=_BASE)] = None,
+    subset: Annotated[
+        int | None,
+        typer.Option(help="Train on a seeded subset of this many images.", rich_help_panel=_BASE),
+    ] = None,
+    set_: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--set",
+            metavar="KEY=VALUE",
+            help="Override any config key by its dotted path, e.g. --set optim.lr=0.1 "
+            "(repeatable; JSON values when they parse, else strings; applied last).",
+            rich_help_panel=_BASE,
+        ),
+    ] = None,
+    dry_run: Annotated[
+        bool,
+        typer.Option(
+            "--dry-run",
+            help="Print the commands the sweep would run now, one per line; write nothing.",
+            rich_help_panel=_RUN,
+        ),
+    ] = False,
+    launcher: Annotated[
+        Launcher,
+        typer.Option(
+            help="local: train the runs here, one after the other. slurm: write "
+            "DIR/sweep.sbatch, a job array with one task per run, and run nothing.",
+            rich_help_panel=_RUN,
+        ),
+    ] = Launcher.local,
+    index: Annotated[
+        int | None,
+        typer.Option(
+            min=0,
+            help="Train only run I of the recorded plan (what a Slurm array task does); "
+            "needs no other options.",
+            rich_help_panel=_RUN,
+        ),
+    ] = None,
+    quiet: Annotated[
+        bool, typer.Option("--quiet", "-q", help="No progress bars.", rich_help_panel=_RUN)
+    ] = False,
+) -> None:
+    """Train a band ablation: every band with every seed, as runs of one directory.
+
+    The plan (bands, seeds, each run's resolved config and exact `hardstat train` command)
+    goes to DIR/sweep.json; run NAME = BAND-sSEED goes to DIR/NAME. The command is safe to
+    repeat: finished runs are skipped, interrupted ones resumed from their checkpoint, run
+    directories that died before their first checkpoint moved to DIR/.failed/ and restarted.
+    Ctrl-C stops the current run cleanly; run the same command (or `hardstat sweep --out DIR`)
+    to continue. The sweep directory is printed on stdout, a summary table on stderr.
+
+    Examples:
+
+    * `hardstat sweep --bands 0-100,0-5,random:5 --seeds 0,1 --epochs 1 --out sweeps/tiny`
+
+    * `hardstat sweep --preset cifar10 --bands 0-100,0-5,5-100 --out sweeps/c10 --dry-run`
+
+    * `hardstat sweep --preset cifar10 --bands 0-100,0-5 --out sweeps/c10 --launcher slurm`
+
+    * `hardstat sweep --out sweeps/c10 --index 3`
+    """
+    from hardstat import sweep as sw
+
+    overrides: dict[str, Any] = {
+        "data.dataset": dataset,
+        "optim.epochs": epochs,
+        "data.subset": subset,
+    }
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    overrides.update(parse_override(text) for text in set_ or [])
+    if index is not None and launcher is Launcher.slurm:
+        raise typer.BadParameter(
+            "--index trains one run here; it does not combine with --launcher slurm",
+            param_hint="'--index'",
+        )
+    if bands is None:
+        if overrides or seeds is not None or preset is not None or config is not None:
+            raise typer.BadParameter(
+                "give --bands with the other sweep options, or only --out to continue the "
+                "sweep recorded there",
+                param_hint="'--bands'",
+            )
+        if not (out / sw.SWEEP_FILE).is_file():
+            raise typer.BadParameter(
+                f"no sweep recorded in {out}; plan one with --bands (and --seeds)",
+                param_hint="'--bands'",
+            )
+        spec = None
+    else:
+        spec = sw.SweepSpec.build(
+            bands,
+            seeds if seeds is not None else "0",
+            preset=(preset or Preset.tiny).value,
+            config_file=config,
+            overrides=overrides,
+        )
+    plan = sw.open_sweep(out, spec)
+    indices = None if index is None else [index]
+    if index is not None:
+        plan.check_index(index)
+
+    if dry_run:
+        for line in sw.dry_run_lines(plan, indices):
+            typer.echo(line)
+        return
+    if launcher is Launcher.slurm:
+        script = sw.write_slurm(plan)
+        typer.echo(
+            f"planned {len(plan.runs)} runs in {plan.manifest_path}; submit the job array with:",
+            err=True,
+        )
+        typer.echo(f"sbatch {script}")
+        return
+
+    report = sw.execute(plan, indices, progress=not quiet)
+    typer.echo(sw.format_summary(report.outcomes), err=True)
+    if report.interrupted:
+        stopped = next(o for o in report.outcomes if o.action == "stopped")
+        again = shlex.join(
+            ["hardstat", "sweep", "--out", str(plan.out)]
+            + (["--index", str(index)] if index is not None else [])
+        )
+        typer.echo(
+            f"sweep stopped during run {stopped.run.name}; continue with the same command "
+            f"(or: {again})",
+            err=True,
+        )
+        typer.echo(str(plan.out))
+        raise typer.Exit(130)
+    typer.echo(str(plan.out))
