@@ -177,8 +177,11 @@ def train(
     if config.threads:
         torch.set_num_threads(config.threads)
     device = resolve_device(config.device)
+    # a resumed run reads the dataset from where the run first found it (an absolute spec), so
+    # a relative npz:../path still works from another working directory
+    spec = runs.read_manifest(run_dir)["dataset"]["spec"] if resume else config.data.dataset
     dataset = load_dataset(
-        config.data.dataset,
+        spec,
         download=config.data.download,
         image_size=config.data.image_size,
         subset=config.data.subset,
@@ -202,7 +205,6 @@ def train(
                 f"the config differs from the one {run_dir} was trained with; resume with "
                 "only --resume RUN (the saved config is used)"
             )
-        runs.read_manifest(run_dir)
     else:
         _new_run(run_dir, config, dataset, device)
         state = None

@@ -49,7 +49,7 @@ def evaluate_run(
     config = TrainConfig.from_dict(json.loads(state["config"]))
     dev = resolve_device(device)
     dataset = load_dataset(
-        dataset_spec or config.data.dataset,
+        dataset_spec or manifest["dataset"].get("spec") or config.data.dataset,
         download=config.data.download,
         image_size=config.data.image_size,
         subset=config.data.subset,

@@ -227,7 +227,7 @@ def test_resume_rejects_other_config_and_bad_checkpoint(tmp_path: Path) -> None:
     checkpoint_path(run_dir).write_bytes(b"not a checkpoint")
     with pytest.raises(CheckpointError, match="could not be loaded safely"):
         train(TINY, run_dir, resume=True, progress=False)
-    with pytest.raises(CheckpointError, match="no checkpoint"):
+    with pytest.raises(RunError, match="does not exist"):
         train(TINY, tmp_path / "missing", resume=True, progress=False)
 
 
@@ -261,3 +261,24 @@ def test_symmetric_loss_runs(tmp_path: Path) -> None:
     ids = state["queue.sample_ids"]
     assert (ids >= 0).all()  # 8 steps x 2 x 64 keys filled all 256 slots
     assert np.isin(ids.numpy(), np.arange(512)).all()
+
+
+def test_resume_and_eval_from_another_directory_with_relative_dataset(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from hardstat.train.data import synthetic_images
+    from hardstat.train.posthoc import evaluate_run
+
+    images, labels = synthetic_images(256, seed=0)  # (N, 3, 32, 32) uint8
+    data = tmp_path / "work" / "data"
+    data.mkdir(parents=True)
+    np.savez(data / "train.npz", images=images.transpose(0, 2, 3, 1), labels=labels)
+    np.savez(data / "test.npz", images=images[:64].transpose(0, 2, 3, 1), labels=labels[:64])
+    config = TINY.replace(**{"data.dataset": "npz:data", "optim.epochs": 1})
+    monkeypatch.chdir(tmp_path / "work")
+    run_dir = tmp_path / "runs" / "rel"
+    train(config, run_dir, progress=False, stop_after=2)
+    monkeypatch.chdir(tmp_path)  # "npz:data" no longer resolves from here
+    assert train(config, run_dir, resume=True, progress=False).steps_done == 4
+    (result,) = evaluate_run(run_dir, linear=True, linear_epochs=2)
+    assert result.kind == "linear" and 0 <= result.top1 <= 1
