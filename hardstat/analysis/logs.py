@@ -227,6 +227,9 @@ def connect(
             con.execute(f"SET threads = {int(threads)}")
         if memory_limit:
             con.execute("SET memory_limit = ?", [memory_limit])
+        # hardstat prints its own progress; DuckDB's bar would mix into stderr (and the
+        # configuration is locked below, so it could not be turned off later)
+        con.execute("SET enable_progress_bar = false")
         runs_arrow = _runs_table(runs)
         con.register("_runs_arrow", runs_arrow)
         con.execute("CREATE TABLE runs AS SELECT * FROM _runs_arrow")
