@@ -295,6 +295,14 @@ PRESETS: dict[str, TrainConfig] = {
         log=LogConfig(every=2, queries=16),
         eval=EvalConfig(knn_every=1, knn_k=20),
     ),
+    # The real CIFAR-10 sample shipped with hardstat (2,000 images): about a minute on 2 cores.
+    "demo": TrainConfig(
+        data=DataConfig(dataset="demo"),
+        model=ModelConfig(backbone="convnet", width=32, dim=128, queue_size=1024, bn_splits=8),
+        optim=OptimConfig(batch_size=128, epochs=15),
+        log=LogConfig(every=5, queries=64),
+        eval=EvalConfig(knn_every=5),
+    ),
     # CIFAR-10 sized for 2 CPU cores: small ConvNet, MoCo CIFAR recipe otherwise.
     "cifar10-cpu": TrainConfig(
         data=DataConfig(dataset="cifar10"),

@@ -15,6 +15,7 @@ from hardstat.cli.errors import reports_errors
 
 class Preset(StrEnum):
     tiny = "tiny"
+    demo = "demo"
     cifar10_cpu = "cifar10-cpu"
     cifar10 = "cifar10"
 
@@ -43,8 +44,8 @@ def train(
         Preset,
         typer.Option(
             help="Starting configuration: tiny (synthetic data, seconds on a "
-            "CPU), cifar10-cpu (small ConvNet for 2 CPU cores), cifar10 (the "
-            "ResNet-18 GPU recipe).",
+            "CPU), demo (the 2,000 real CIFAR-10 images shipped with hardstat, about a minute), "
+            "cifar10-cpu (small ConvNet for 2 CPU cores), cifar10 (the ResNet-18 GPU recipe).",
             rich_help_panel=_RUN,
         ),
     ] = Preset.tiny,

@@ -3,6 +3,8 @@
 Spec grammar (``parse_dataset_spec``; the kind is case-insensitive, everything after the first
 ``:`` is its argument)::
 
+    demo               the real CIFAR-10 sample shipped with hardstat (2,000 train + 500 test
+                       images, class-balanced; hardstat/data/cifar10-demo), for demos.
     synthetic[:N]      N generated train images (default 512) + N // 2 test images, 32x32 RGB,
                        10 classes named after CIFAR-10's (synsets included). Deterministic
                        given ``seed``; for tests and demos (see ``synthetic_images``).
@@ -54,8 +56,12 @@ import torch.nn.functional as F
 from hardstat.classes import CIFAR10_CLASSES, CIFAR100_CLASSES, ClassInfo, is_wnid
 from hardstat.errors import DatasetError
 
-KINDS: tuple[str, ...] = ("synthetic", "npz", "cifar10", "cifar100", "folder")
-SPEC_HELP = "synthetic[:N], npz:PATH, cifar10[:ROOT], cifar100[:ROOT] or folder:PATH"
+KINDS: tuple[str, ...] = ("synthetic", "demo", "npz", "cifar10", "cifar100", "folder")
+SPEC_HELP = "synthetic[:N], demo, npz:PATH, cifar10[:ROOT], cifar100[:ROOT] or folder:PATH"
+
+DEMO_DIR = Path(__file__).resolve().parents[1] / "data" / "cifar10-demo"
+"""The real-image sample shipped with hardstat: 2,000 train and 500 test CIFAR-10 images,
+class-balanced (built by scripts/make_demo_sample.py from the CIFAR-10 copy)."""
 
 DEFAULT_ROOT = "~/.cache/hardstat/data"
 """Where torchvision's CIFAR files live unless the spec names a root."""
@@ -194,6 +200,8 @@ def parse_dataset_spec(spec: str) -> tuple[str, str | None]:
         raise DatasetError(f"dataset spec {spec!r} has nothing after ':'; use {SPEC_HELP}")
     if kind in ("npz", "folder") and arg is None:
         raise DatasetError(f"dataset spec {spec!r} needs a path: {kind}:PATH")
+    if kind == "demo" and arg is not None:
+        raise DatasetError(f"dataset spec {spec!r}: demo takes no argument")
     if kind == "synthetic" and arg is not None and not _is_size(arg):
         raise DatasetError(
             f"synthetic:N needs a whole number N >= {SYNTHETIC_MIN_SIZE}, got {arg!r}"
@@ -238,6 +246,9 @@ def load_dataset(
         n = int(arg) if arg is not None else SYNTHETIC_DEFAULT_SIZE
         normalized = f"synthetic:{n}"
         train, test, classes = _load_synthetic(n, seed)
+    elif kind == "demo":
+        normalized = "demo"
+        train, test, classes = _load_npz(DEMO_DIR)
     elif kind == "npz":
         assert arg is not None
         path = Path(arg).expanduser().resolve()

@@ -549,3 +549,15 @@ def test_cifar_download_failure_is_a_dataset_error(
         load_dataset(f"cifar100:{tmp_path}", download=True)
     message = _one_line(exc)
     assert "downloading cifar100" in message and "npz:DIR" in message
+
+
+def test_demo_sample_ships_with_the_package() -> None:
+    ds = load_dataset("demo")
+    assert ds.spec == "demo" and ds.name == "demo"
+    assert ds.test is not None and (len(ds.train), len(ds.test)) == (2000, 500)
+    np.testing.assert_array_equal(np.bincount(ds.train.labels), [200] * 10)
+    np.testing.assert_array_equal(np.bincount(ds.test.labels), [50] * 10)
+    assert ds.classes is CIFAR10_CLASSES
+    assert ds.train.get_batch(np.arange(4)).shape == (4, 3, 32, 32)
+    with pytest.raises(DatasetError, match="no argument"):
+        load_dataset("demo:x")
