@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import typer
 
+from hardstat.cli import demo as _demo
 from hardstat.cli import evaluate as _evaluate
+from hardstat.cli import report as _report
 from hardstat.cli import sql as _sql
 from hardstat.cli import sweep as _sweep
 from hardstat.cli import train as _train
@@ -30,10 +32,12 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     rich_markup_mode="markdown",
 )
+app.command("demo")(_demo.demo)
 app.command("train")(_train.train)
 app.command("eval")(_evaluate.evaluate)
 app.command("sql")(_sql.sql)
 app.command("sweep")(_sweep.sweep)
+app.command("report")(_report.report)
 app.add_typer(_analyze_app, name="analyze")
 app.add_typer(_wordnet.app, name="wordnet")
 

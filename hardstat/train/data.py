@@ -54,14 +54,12 @@ import torch
 import torch.nn.functional as F
 
 from hardstat.classes import CIFAR10_CLASSES, CIFAR100_CLASSES, ClassInfo, is_wnid
+from hardstat.data import DEMO_DIR
 from hardstat.errors import DatasetError
 
 KINDS: tuple[str, ...] = ("synthetic", "demo", "npz", "cifar10", "cifar100", "folder")
 SPEC_HELP = "synthetic[:N], demo, npz:PATH, cifar10[:ROOT], cifar100[:ROOT] or folder:PATH"
 
-DEMO_DIR = Path(__file__).resolve().parents[1] / "data" / "cifar10-demo"
-"""The real-image sample shipped with hardstat: 2,000 train and 500 test CIFAR-10 images,
-class-balanced (built by scripts/make_demo_sample.py from the CIFAR-10 copy)."""
 
 DEFAULT_ROOT = "~/.cache/hardstat/data"
 """Where torchvision's CIFAR files live unless the spec names a root."""

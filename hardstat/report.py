@@ -1,0 +1,664 @@
+"""One self-contained HTML report of a run or a sweep (``hardstat report``).
+
+The report gathers the analyses of :mod:`hardstat.analysis` on one page that opens offline:
+a header (runs, dataset, K, bands, seeds, versions), the band ablation with its accuracy chart
+(only when the runs differ in band), the semantic analysis and the consistency test on the
+all-negatives runs (band ``0-100`` when present, else all runs), and a gallery of the most
+consistently hard and easy negatives with, beside each hard one, the queries it was hardest for.
+
+Charts are embedded as base64 PNG (rendered offline by vl-convert) and images as base64 PNG
+data URIs, so the file loads nothing from the network. Images come from the run's dataset spec
+when it is ``npz:`` (``train.npz``; sample_ids index it, also under a ``subset``); for other
+datasets the gallery shows ids and classes only. No torch here.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import struct
+import zlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from hardstat.data import DEMO_DIR
+from hardstat.errors import ConfigError, HardstatError, LogError, WordNetError
+
+if TYPE_CHECKING:
+    import duckdb
+
+    from hardstat.analysis.ablation import BandAblation
+    from hardstat.analysis.consistency import ConsistencyResult
+    from hardstat.analysis.logs import RunInfo
+    from hardstat.analysis.semantic import SemanticResult
+
+ALL_BAND = "0-100"
+THUMB_SCALE = 3
+"""Thumbnails are upscaled by this factor (32 -> 96 px), nearest neighbour."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Small pure helpers: images
+
+
+def upscale(image: np.ndarray, factor: int) -> np.ndarray:
+    """Nearest-neighbour upscaling of an (H, W, C) or (H, W) image by an integer factor."""
+    if factor < 1:
+        raise ConfigError(f"the upscaling factor must be >= 1 (got {factor})")
+    return np.repeat(np.repeat(image, factor, axis=0), factor, axis=1)
+
+
+def encode_png(image: np.ndarray) -> bytes:
+    """A uint8 (H, W, 3) RGB or (H, W) grey image as PNG bytes (no filter, zlib level 9)."""
+    img = np.ascontiguousarray(image, dtype=np.uint8)
+    if img.ndim == 2:
+        color_type, channels = 0, 1
+    elif img.ndim == 3 and img.shape[2] == 3:
+        color_type, channels = 2, 3
+    else:
+        raise ConfigError(f"cannot encode an image of shape {img.shape}; use H x W or H x W x 3")
+    h, w = img.shape[:2]
+    rows = img.reshape(h, w * channels)
+    raw = np.concatenate([np.zeros((h, 1), np.uint8), rows], axis=1).tobytes()
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        body = kind + data
+        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
+
+    header = struct.pack(">IIBBBBB", w, h, 8, color_type, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(raw, 9))
+        + chunk(b"IEND", b"")
+    )
+
+
+def data_uri(png: bytes) -> str:
+    """``data:image/png;base64,...`` for PNG bytes."""
+    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+
+
+def npz_train_file(spec: str) -> Path | None:
+    """The train .npz of an ``npz:PATH`` dataset spec (PATH/train.npz or PATH itself when it is
+    an .npz file) or of the shipped ``demo`` dataset; None for other dataset kinds."""
+    if spec == "demo":
+        return DEMO_DIR / "train.npz"
+    if not spec.startswith("npz:"):
+        return None
+    path = Path(spec[len("npz:") :])
+    return path if path.suffix == ".npz" else path / "train.npz"
+
+
+def load_images(spec: str) -> tuple[np.ndarray | None, str | None]:
+    """(images uint8 N x H x W x 3, None) from an ``npz:`` spec, else (None, why not)."""
+    file = npz_train_file(spec)
+    if file is None:
+        return None, f"images are shown only for npz: datasets (this run's is {spec!r})"
+    if not file.is_file():
+        return None, f"{file} is missing, so no images are shown"
+    try:
+        with np.load(file) as data:
+            images = np.asarray(data["images"])
+    except (OSError, ValueError, KeyError) as e:
+        return None, f"cannot read images from {file} ({type(e).__name__}), so none are shown"
+    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[3] != 3:
+        return None, f"{file} 'images' is not uint8 N x H x W x 3, so no images are shown"
+    return images, None
+
+
+# ---------------------------------------------------------------------------------------------
+# Small pure helpers: text
+
+
+def esc(value: object) -> str:
+    """HTML-escaped text of a value; None is a dash."""
+    return "—" if value is None else html.escape(str(value))
+
+
+def pct(value: float | None, digits: int = 2) -> str:
+    """A fraction as percent text; None or NaN is a dash."""
+    return "—" if value is None or value != value else f"{100 * value:.{digits}f}"
+
+
+def mean_std(mean: float | None, std: float | None) -> str:
+    """Mean ± std of fractions in percent."""
+    if mean is None or mean != mean:
+        return "—"
+    return pct(mean) if std is None or std != std else f"{pct(mean)} ± {pct(std)}"
+
+
+def p_text(p: float, name: str = "p") -> str:
+    """``"p = 0.012"``, ``"p = 3.10e-05"``, ``"p < 1e-300"`` (a p-value that underflowed to 0)."""
+    if p != p:
+        return f"{name} n/a"
+    if p == 0:
+        return f"{name} < 1e-300"
+    return f"{name} = {p:.2e}" if p < 1e-3 else f"{name} = {p:.3f}"
+
+
+def html_table(
+    columns: Sequence[str], rows: Sequence[Sequence[object]], *, numeric: Sequence[bool] = ()
+) -> str:
+    """An HTML table with escaped cells; ``numeric[i]`` right-aligns column i."""
+    right = list(numeric) + [False] * (len(columns) - len(numeric))
+    head = "".join(f"<th>{esc(c)}</th>" for c in columns)
+    body = "".join(
+        "<tr>"
+        + "".join(
+            f'<td class="num">{esc(v)}</td>' if right[i] else f"<td>{esc(v)}</td>"
+            for i, v in enumerate(row)
+        )
+        + "</tr>"
+        for row in rows
+    )
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def canonical_band(spec: object) -> str | None:
+    """A band spec in its canonical form (``"0-100"``), or the text as given when unparsable."""
+    from hardstat.bands import parse_band
+
+    if spec is None:
+        return None
+    try:
+        return parse_band(str(spec)).spec
+    except (HardstatError, ValueError):
+        return str(spec)
+
+
+def choose_runs(bands: dict[str, str | None]) -> list[str]:
+    """Runs for the semantic and consistency sections: those with band 0-100, else all."""
+    full = [r for r, b in bands.items() if canonical_band(b) == ALL_BAND]
+    return full or list(bands)
+
+
+# ---------------------------------------------------------------------------------------------
+# Sections
+
+
+@dataclass(frozen=True)
+class Thumb:
+    """One gallery image: its sample_id, class name and PNG data URI (None without images)."""
+
+    sample_id: int
+    class_name: str | None
+    uri: str | None
+    caption: str = ""
+
+
+def _chart_img(chart: Any, alt: str, scale: float = 1.5) -> str:
+    import vl_convert as vlc
+
+    png = vlc.vegalite_to_png(chart.to_json(), scale=scale)
+    return f'<img class="chart" alt="{esc(alt)}" src="{data_uri(png)}">'
+
+
+def _note(text: str) -> str:
+    return f'<p class="note">{esc(text)}</p>'
+
+
+def _header(infos: Sequence[RunInfo], runs: list[dict[str, Any]], created: str) -> str:
+    from hardstat import __version__
+
+    datasets = sorted({str(i.manifest.get("dataset", {}).get("spec", "?")) for i in infos})
+    ks = sorted({r["queue_size"] for r in runs if r["queue_size"] is not None})
+    bands = list(dict.fromkeys(str(canonical_band(r["band"])) for r in runs))
+    seeds = sorted({r["seed"] for r in runs if r["seed"] is not None})
+    trained = sorted(
+        {str(i.manifest.get("versions", {}).get("hardstat", "?")) for i in infos} - {"?"}
+    )
+    facts = [
+        ("runs", str(len(runs))),
+        ("dataset", ", ".join(datasets)),
+        ("queue size K", ", ".join(map(str, ks)) or "—"),
+        ("bands", ", ".join(bands)),
+        ("seeds", ", ".join(map(str, seeds)) or "—"),
+        (
+            "hardstat version",
+            f"{__version__} (report); {', '.join(trained) or 'unknown'} (training)",
+        ),
+        ("created", created),
+    ]
+    dl = "".join(f"<dt>{esc(k)}</dt><dd>{esc(v)}</dd>" for k, v in facts)
+    table = html_table(
+        ["run", "band", "kept / K", "seed", "epochs done", "steps done", "status"],
+        [
+            [
+                r["run"],
+                canonical_band(r["band"]),
+                f"{r['band_kept']} / {r['queue_size']}",
+                r["seed"],
+                r["epochs_done"],
+                r["steps_done"],
+                r["status"],
+            ]
+            for r in runs
+        ],
+        numeric=[False, False, True, True, True, True, False],
+    )
+    return (
+        f'<section id="header"><h1>hardstat report</h1><dl class="facts">{dl}</dl>{table}</section>'
+    )
+
+
+def band_rows(result: BandAblation) -> tuple[list[str], list[list[str]]]:
+    """Columns and rows of the per-band table (accuracy in %)."""
+    ref = result.reference
+    linear = result.has_linear
+    cols = ["band", "kept %", "seeds", "kNN top-1 %", "best kNN %", f"Δ kNN vs {ref} (pp)"]
+    if linear:
+        cols += ["linear top-1 %", f"Δ linear vs {ref} (pp)"]
+    rows = []
+    for b in result.bands.iter_rows(named=True):
+        diff = b["diff_from_all"]
+        row = [
+            str(b["band"]),
+            pct(b["kept_fraction"]).rstrip("0").rstrip("."),
+            str(b["n_seeds"]),
+            mean_std(b["knn_top1_mean"], b["knn_top1_std"]),
+            mean_std(b["knn_top1_best_mean"], b["knn_top1_best_std"]),
+            "—" if diff is None else f"{100 * diff:+.2f}",
+        ]
+        if linear:
+            ldiff = b["linear_diff_from_all"]
+            row += [
+                mean_std(b["linear_top1_mean"], b["linear_top1_std"]),
+                "—" if ldiff is None else f"{100 * ldiff:+.2f}",
+            ]
+        rows.append(row)
+    return cols, rows
+
+
+def _bands_section(con: duckdb.DuckDBPyConnection, n_bands: int) -> str:
+    head = '<section id="bands"><h2>Band ablation: downstream accuracy per band</h2>'
+    if n_bands < 2:
+        return (
+            head
+            + _note(
+                "Omitted: all runs share one band, so there is no ablation to compare "
+                "(give runs that differ in band, e.g. a sweep)."
+            )
+            + "</section>"
+        )
+    from hardstat.analysis.ablation import band_ablation
+    from hardstat.charts.bands import bands_chart
+
+    result = band_ablation(con)
+    cols, rows = band_rows(result)
+    table = html_table(cols, rows, numeric=[False] + [True] * (len(cols) - 1))
+    chart = _chart_img(
+        bands_chart(result.runs, result.bands, reference=result.reference),
+        "downstream top-1 accuracy per band",
+    )
+    notes = "".join(_note(w) for w in result.warnings)
+    return head + table + chart + notes + "</section>"
+
+
+def semantic_rows(result: SemanticResult) -> tuple[list[str], list[list[str]]]:
+    """Columns and rows of the per-bin semantic table."""
+
+    def ci(v: float, lo: float, hi: float, scale: float, digits: int) -> str:
+        if v != v:
+            return "—"
+        text = f"{scale * v:.{digits}f}"
+        return text + (f" [{scale * lo:.{digits}f}, {scale * hi:.{digits}f}]" if lo == lo else "")
+
+    cols = ["bin % (hard → easy)", "ranks", "pairs", "mean similarity [95% CI]"]
+    cols += ["same class % [95% CI]"]
+    rows = []
+    for b in result.bins:
+        empty = b.rank_first is None or b.rank_last is None or b.rank_first > b.rank_last
+        ranks = "—" if empty else f"{b.rank_first}–{b.rank_last}"
+        rows.append(
+            [
+                b.label,
+                ranks,
+                f"{b.n_pairs:,}",
+                ci(b.mean_similarity, b.ci_lo, b.ci_hi, 1, 4),
+                ci(b.same_class_fraction, b.same_class_ci_lo, b.same_class_ci_hi, 100, 2),
+            ]
+        )
+    rows.append(
+        [
+            "all",
+            "",
+            f"{result.n_pairs:,}",
+            f"{result.mean_similarity:.4f}",
+            pct(result.same_class_fraction),
+        ]
+    )
+    return cols, rows
+
+
+def _semantic_section(result: SemanticResult | str, runs: Sequence[str]) -> str:
+    head = (
+        '<section id="semantic"><h2>Are hard negatives semantically similar to their query?</h2>'
+        f"<p>Runs: {esc(', '.join(runs))}.</p>"
+    )
+    if isinstance(result, str):
+        return head + _note(f"Not available: {result}") + "</section>"
+    from hardstat.analysis.wordnet import MEASURE_TITLES
+    from hardstat.charts.semantic import semantic_chart
+
+    name = MEASURE_TITLES.get(result.measure, result.measure)
+    cols, rows = semantic_rows(result)
+    table = html_table(cols, rows, numeric=[False, False, True, True, True])
+    text = (
+        f"<p>{esc(name)} similarity of query and negative classes "
+        f"({esc(result.similarity_source)}), {result.n_pairs:,} pairs of "
+        f"{result.n_queries:,} logged queries. Spearman ρ(rank, similarity) = "
+        f"{result.spearman_rho:.4g} ({esc(p_text(result.p_value, 'permutation p'))}, "
+        f"{result.permutations} permutations; "
+        f"{esc(p_text(result.p_value_analytic, 'analytic p'))}); without same-class pairs ρ = "
+        f"{result.spearman_rho_excluding_same_class:.4g}. ρ &lt; 0: harder negatives belong "
+        "to classes more similar to the query's.</p>"
+    )
+    chart = _chart_img(semantic_chart(result.bins_frame()), "semantic similarity by hardness")
+    return head + text + chart + table + "</section>"
+
+
+def consistency_rows(r: ConsistencyResult) -> list[tuple[str, str]]:
+    """(name, value) rows summarising a consistency result."""
+    rows = [
+        ("band", f"{r.band}: hardest {r.kept} of K = {r.queue_size} (p = {r.kept_fraction:.4f})"),
+        ("pairs, negatives", f"{r.n_pairs:,} pairs of {r.n_negatives:,} negatives"),
+        (
+            "overdispersion",
+            f"X² = {r.statistic:,.1f} on {r.df:,} df, ratio {r.dispersion_ratio:.3f}, "
+            f"{p_text(r.p_value)}",
+        ),
+        ("Tarone Z", f"{r.tarone_z:,.2f}, {p_text(r.tarone_p_value)}"),
+        (
+            f"per negative (BH FDR {r.fdr:g})",
+            f"{r.n_consistently_hard:,} consistently hard, {r.n_consistently_easy:,} "
+            "consistently easy",
+        ),
+    ]
+    if r.permutation is not None:
+        pc = r.permutation
+        rows.append(
+            (
+                "ranks shuffled (null check)",
+                f"ratio {pc.dispersion_ratio:.3f}, {p_text(pc.p_value)}, "
+                f"{pc.n_consistently_hard} hard, {pc.n_consistently_easy} easy (should be ~1)",
+            )
+        )
+    if r.class_conditional is not None:
+        c = r.class_conditional
+        rows.append(
+            (
+                "beyond class",
+                f"X² = {c.statistic:,.1f} on {c.df:,} df, ratio {c.dispersion_ratio:.3f}, "
+                f"{p_text(c.p_value)}",
+            )
+        )
+    if r.temporal is not None:
+        t = r.temporal
+        rows.append(
+            (
+                f"persistence ({t.mode})",
+                f"Spearman ρ = {t.rho:.3f} over {t.n_negatives:,} negatives "
+                f"({t.first} vs {t.second}), {p_text(t.p_value)}",
+            )
+        )
+    return rows
+
+
+def _consistency_section(result: ConsistencyResult | str, runs: Sequence[str], band: str) -> str:
+    head = (
+        '<section id="consistency"><h2>Is hardness a property of the negative?</h2>'
+        f"<p>Runs: {esc(', '.join(runs))}; hard = band {esc(band)} of each query's ranks.</p>"
+    )
+    if isinstance(result, str):
+        return head + _note(f"Not available: {result}") + "</section>"
+    from hardstat.charts.consistency import consistency_chart
+
+    dl = "".join(f"<dt>{esc(k)}</dt><dd>{esc(v)}</dd>" for k, v in consistency_rows(result))
+    chart = _chart_img(
+        consistency_chart(result.rate_histogram, result.z_histogram, band=result.band),
+        "observed versus null in-band rates",
+    )
+    notes = "".join(_note(n) for n in result.notes)
+    return head + f'<dl class="facts">{dl}</dl>' + chart + notes + "</section>"
+
+
+def hardest_queries(
+    con: duckdb.DuckDBPyConnection, neg_ids: Sequence[int], per_negative: int
+) -> dict[int, list[tuple[int, int]]]:
+    """For each negative, up to ``per_negative`` (query_id, best rank) pairs where it ranked
+    smallest (hardest), ties by query_id."""
+    if not neg_ids or per_negative < 1:
+        return {}
+    from hardstat.analysis.logs import query
+
+    sql = """
+        SELECT neg_id, query_id, min(rank) AS best_rank
+        FROM pairs
+        WHERE list_contains(?, neg_id)
+        GROUP BY neg_id, query_id
+        QUALIFY row_number() OVER (PARTITION BY neg_id ORDER BY best_rank, query_id) <= ?
+        ORDER BY neg_id, best_rank, query_id
+    """
+    out: dict[int, list[tuple[int, int]]] = {int(n): [] for n in neg_ids}
+    for row in query(con, sql, [[int(n) for n in neg_ids], per_negative]).to_pylist():
+        out[int(row["neg_id"])].append((int(row["query_id"]), int(row["best_rank"])))
+    return out
+
+
+def class_names(con: duckdb.DuckDBPyConnection, sample_ids: Sequence[int]) -> dict[int, str]:
+    """Class name of each train sample_id that the runs' samples table labels."""
+    if not sample_ids:
+        return {}
+    from hardstat.analysis.logs import query
+
+    sql = """
+        SELECT s.sample_id, any_value(coalesce(c.name, CAST(s.label AS VARCHAR))) AS name
+        FROM samples s LEFT JOIN classes c ON c.run = s.run AND c.label = s.label
+        WHERE s.split = 'train' AND list_contains(?, s.sample_id)
+        GROUP BY s.sample_id
+    """
+    rows = query(con, sql, [[int(i) for i in sample_ids]]).to_pylist()
+    return {int(r["sample_id"]): str(r["name"]) for r in rows}
+
+
+def _thumb(sample_id: int, names: dict[int, str], images: np.ndarray | None, caption: str) -> Thumb:
+    uri = None
+    if images is not None and 0 <= sample_id < len(images):
+        uri = data_uri(encode_png(upscale(images[sample_id], THUMB_SCALE)))
+    return Thumb(sample_id, names.get(sample_id), uri, caption)
+
+
+def _figure(t: Thumb, cls: str = "") -> str:
+    img = (
+        f'<img src="{t.uri}" alt="sample {t.sample_id}">'
+        if t.uri
+        else '<div class="noimg">no image</div>'
+    )
+    cap = f"#{t.sample_id} {esc(t.class_name or 'unlabelled')}"
+    if t.caption:
+        cap += f"<br><small>{esc(t.caption)}</small>"
+    return f'<figure class="{cls}">{img}<figcaption>{cap}</figcaption></figure>'
+
+
+def _gallery_section(
+    con: duckdb.DuckDBPyConnection,
+    result: ConsistencyResult | str,
+    infos: Sequence[RunInfo],
+    thumbnails: int,
+    queries_per_negative: int,
+) -> str:
+    head = '<section id="gallery"><h2>Most consistently hard and easy negatives</h2>'
+    if isinstance(result, str):
+        return head + _note("Not available: the consistency test did not run.") + "</section>"
+    if thumbnails == 0:
+        return head + _note("Omitted: --thumbnails 0.") + "</section>"
+    hard = [int(i) for i in result.hard_ids[:thumbnails]]
+    easy = [int(i) for i in result.easy_ids[:thumbnails]]
+    queries = hardest_queries(con, hard, queries_per_negative)
+    ids = hard + easy + [q for qs in queries.values() for q, _ in qs]
+    names = class_names(con, ids)
+    specs = list(dict.fromkeys(str(i.manifest.get("dataset", {}).get("spec", "")) for i in infos))
+    images, why = load_images(specs[0]) if len(specs) == 1 else (None, "runs use several datasets")
+    per = {row["neg_id"]: row for row in result.per_negative.to_dicts()}
+    parts = [head]
+    if why:
+        parts.append(_note(f"Ids and classes only: {why}."))
+    parts.append(
+        f"<p>Ranked by their exact binomial p-value (BH FDR {result.fdr:g}); k of m: "
+        f"appearances in band {esc(result.band)} out of all logged appearances "
+        f"(expected rate {result.kept_fraction:.2%}).</p>"
+    )
+
+    def caption(n: int) -> str:
+        row = per.get(n)
+        return "" if row is None else f"k {row['k']} of m {row['m']} ({row['rate']:.1%})"
+
+    parts.append(f"<h3>Consistently hard ({result.n_consistently_hard:,} in all)</h3>")
+    if not hard:
+        parts.append(_note("No negative is consistently hard at this FDR."))
+    rows = []
+    for n in hard:
+        qs = "".join(
+            _figure(_thumb(q, names, images, f"rank {r}"), "query") for q, r in queries.get(n, [])
+        )
+        rows.append(
+            '<div class="hardrow">'
+            + _figure(_thumb(n, names, images, caption(n)), "neg hard")
+            + f'<div class="arrow">hardest for<br>→</div><div class="queries">{qs}</div></div>'
+        )
+    if rows:
+        parts.append(f'<div class="hardrows">{"".join(rows)}</div>')
+    parts.append(f"<h3>Consistently easy ({result.n_consistently_easy:,} in all)</h3>")
+    if not easy:
+        parts.append(_note("No negative is consistently easy at this FDR."))
+    else:
+        figs = "".join(_figure(_thumb(n, names, images, caption(n)), "neg easy") for n in easy)
+        parts.append(f'<div class="grid">{figs}</div>')
+    return "".join(parts) + "</section>"
+
+
+_CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:24px auto;
+max-width:1300px;color:#222;padding:0 16px}
+h1{margin-bottom:4px}h2{border-bottom:2px solid #ddd;padding-bottom:4px;margin-top:36px}
+table{border-collapse:collapse;margin:12px 0;font-size:14px}
+th,td{border:1px solid #ccc;padding:4px 8px;text-align:left}th{background:#f3f3f3}
+td.num{text-align:right;font-variant-numeric:tabular-nums}
+dl.facts{display:grid;grid-template-columns:max-content auto;gap:2px 16px;font-size:14px}
+dl.facts dt{font-weight:600}dl.facts dd{margin:0}
+.note{color:#8a5300;background:#fff7e6;border-left:4px solid #f0a020;padding:6px 10px}
+img.chart{max-width:100%;display:block;margin:12px 0}
+figure{margin:2px;display:inline-block;text-align:center;font-size:12px;width:102px;
+vertical-align:top}
+figure img,.noimg{width:96px;height:96px;image-rendering:pixelated;border:3px solid #999}
+.noimg{display:flex;align-items:center;justify-content:center;background:#eee;color:#777}
+figure.hard img{border-color:#c62828}figure.easy img{border-color:#2e7d32}
+figure.query img{border-color:#1565c0}
+.hardrows{display:grid;grid-template-columns:1fr 1fr;column-gap:24px}
+.hardrow{display:flex;align-items:flex-start;gap:8px;border-bottom:1px solid #eee;padding:4px 0}
+.arrow{align-self:center;color:#555;font-size:12px;width:52px;text-align:center}
+.queries{display:flex;flex-wrap:nowrap}
+.grid{display:flex;flex-wrap:wrap}
+"""
+
+
+def build_report(
+    run_specs: Sequence[str | Path],
+    *,
+    out: str | Path,
+    band: str = "0-5",
+    measure: str = "wup",
+    thumbnails: int = 12,
+    queries_per_negative: int = 4,
+    bootstrap: int = 1000,
+    permutations: int = 1000,
+    seed: int = 0,
+    progress: Callable[[str], None] | None = None,
+) -> Path:
+    """Write the HTML report of the runs (run directories, sweeps or globs) to ``out``.
+
+    ``band`` is the consistency test's hard band, ``measure`` the WordNet similarity of the
+    semantic section; ``thumbnails`` hard and as many easy negatives go in the gallery, each
+    hard one with up to ``queries_per_negative`` queries it ranked hardest for. ``bootstrap``
+    and ``permutations`` are passed to the analyses (0 skips them). A section whose analysis
+    cannot run on these logs says why instead. Returns the path written.
+    """
+    from hardstat.analysis import logs
+    from hardstat.analysis.consistency import consistency
+    from hardstat.analysis.semantic import MIN_PERMUTATIONS, semantic
+    from hardstat.analysis.wordnet import MEASURES
+    from hardstat.bands import parse_band
+
+    out = Path(out)
+    if out.suffix.lower() != ".html":
+        raise ConfigError(f"cannot write the report to {out.name}: use a file ending in .html")
+    if thumbnails < 0 or queries_per_negative < 0:
+        raise ConfigError("use 0 or more thumbnails and queries per negative")
+    if permutations != 0 and permutations < MIN_PERMUTATIONS:
+        raise ConfigError(f"use 0 or at least {MIN_PERMUTATIONS} permutations (got {permutations})")
+    if bootstrap < 0:
+        raise ConfigError(f"bootstrap replicates must be >= 0 (got {bootstrap})")
+    if measure not in MEASURES:
+        raise ConfigError(f"measure must be one of {', '.join(MEASURES)}, got {measure!r}")
+    if parse_band(band).is_random:
+        raise ConfigError(f"band {band!r} is random and has no ranks; give ranks, e.g. 0-5")
+    say = progress or (lambda _msg: None)
+    infos = logs.find_runs(run_specs)
+    con = logs.connect(infos)
+    try:
+        runs = logs.query(
+            con,
+            "SELECT run, band, band_kept, queue_size, seed, status, epochs_done, steps_done "
+            "FROM runs ORDER BY run",
+        ).to_pylist()
+        n_bands = len({canonical_band(r["band"]) for r in runs})
+        created = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+        sections = [_header(infos, runs, created)]
+        say("band ablation ...")
+        sections.append(_bands_section(con, n_bands))
+    finally:
+        con.close()
+
+    chosen = choose_runs({r["run"]: r["band"] for r in runs})
+    chosen_infos = [i for i in infos if i.name in chosen]
+    sub = logs.connect(chosen_infos)
+    try:
+        say(f"semantic analysis on {', '.join(chosen)} ...")
+        sem: SemanticResult | str
+        try:
+            sem = semantic(
+                sub, measure=measure, bootstrap=bootstrap, permutations=permutations, seed=seed
+            )
+        except (LogError, WordNetError) as e:  # no labels, or no WordNet for these classes
+            sem = str(e)
+        sections.append(_semantic_section(sem, chosen))
+        say(f"consistency test (band {band}) ...")
+        cons: ConsistencyResult | str
+        try:
+            cons = consistency(sub, band=band, seed=seed, permutations=permutations, progress=say)
+        except LogError as e:  # e.g. no logged pairs
+            cons = str(e)
+        sections.append(_consistency_section(cons, chosen, band))
+        say("gallery ...")
+        sections.append(_gallery_section(sub, cons, chosen_infos, thumbnails, queries_per_negative))
+    finally:
+        sub.close()
+
+    title = f"hardstat report: {', '.join(r['run'] for r in runs)}"
+    page = (
+        '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
+        f"<title>{esc(title)}</title><style>{_CSS}</style></head><body>"
+        + "".join(sections)
+        + '<footer><p class="small">Following Cai et al. 2020, "Are all negatives created '
+        'equal in contrastive instance discrimination?" (arXiv 2010.06682). Rank 1 = most '
+        "similar = hardest.</p></footer></body></html>\n"
+    )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(page, encoding="utf-8")
+    return out

@@ -1,0 +1,305 @@
+"""The HTML report: pure helpers by hand, and a report on planted fixture runs."""
+
+from __future__ import annotations
+
+import base64
+import importlib.util
+import json
+import re
+import struct
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from hardstat import schema
+from hardstat.analysis import logs
+from hardstat.classes import CIFAR10_CLASSES
+from hardstat.errors import ConfigError
+from hardstat.report import (
+    build_report,
+    canonical_band,
+    choose_runs,
+    encode_png,
+    hardest_queries,
+    html_table,
+    load_images,
+    npz_train_file,
+    p_text,
+    upscale,
+)
+
+_spec = importlib.util.spec_from_file_location(
+    "analysis_fixtures", Path(__file__).parent / "analysis" / "conftest.py"
+)
+assert _spec is not None and _spec.loader is not None
+_fixtures = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_fixtures)
+write_run = _fixtures.write_run
+
+
+def decode_png(png: bytes) -> np.ndarray:
+    """Minimal decoder for the PNGs :func:`encode_png` writes (8-bit, filter 0, one IDAT)."""
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    pos, chunks = 8, {}
+    while pos < len(png):
+        (length,) = struct.unpack(">I", png[pos : pos + 4])
+        kind, data = png[pos + 4 : pos + 8], png[pos + 8 : pos + 8 + length]
+        (crc,) = struct.unpack(">I", png[pos + 8 + length : pos + 12 + length])
+        assert crc == zlib.crc32(kind + data)
+        chunks[kind] = data
+        pos += 12 + length
+    w, h, depth, color, _, _, _ = struct.unpack(">IIBBBBB", chunks[b"IHDR"])
+    assert depth == 8
+    channels = {0: 1, 2: 3}[color]
+    raw = np.frombuffer(zlib.decompress(chunks[b"IDAT"]), np.uint8).reshape(h, 1 + w * channels)
+    assert (raw[:, 0] == 0).all()  # filter type None on every row
+    img = raw[:, 1:].reshape(h, w, channels)
+    return img[:, :, 0] if channels == 1 else img
+
+
+# -- pure helpers ----------------------------------------------------------------------------
+
+
+def test_upscale_is_nearest_neighbour() -> None:
+    img = np.array([[[1, 2, 3], [4, 5, 6]]], np.uint8)  # 1 x 2 x 3
+    big = upscale(img, 3)
+    assert big.shape == (3, 6, 3)
+    assert (big[:, :3] == [1, 2, 3]).all() and (big[:, 3:] == [4, 5, 6]).all()
+    with pytest.raises(ConfigError):
+        upscale(img, 0)
+
+
+def test_png_round_trip_rgb_and_grey() -> None:
+    rng = np.random.default_rng(0)
+    rgb = rng.integers(0, 256, (5, 7, 3), dtype=np.uint8)
+    grey = rng.integers(0, 256, (4, 3), dtype=np.uint8)
+    assert (decode_png(encode_png(rgb)) == rgb).all()
+    assert (decode_png(encode_png(grey)) == grey).all()
+    with pytest.raises(ConfigError):
+        encode_png(np.zeros((2, 2, 4), np.uint8))
+
+
+def test_npz_spec_and_image_loading(tmp_path: Path) -> None:
+    assert npz_train_file("npz:/d/c10") == Path("/d/c10/train.npz")
+    assert npz_train_file("npz:/d/one.npz") == Path("/d/one.npz")
+    assert npz_train_file("cifar10:/data") is None
+    images = np.arange(2 * 4 * 4 * 3, dtype=np.uint8).reshape(2, 4, 4, 3)
+    np.savez(tmp_path / "train.npz", images=images, labels=np.array([0, 1]))
+    got, why = load_images(f"npz:{tmp_path}")
+    assert why is None and got is not None and (got == images).all()
+    assert load_images("synthetic")[0] is None
+    missing, why = load_images(f"npz:{tmp_path / 'nope'}")
+    assert missing is None and why is not None and "missing" in why
+
+
+def test_text_helpers_escape_and_format() -> None:
+    t = html_table(["a<b"], [["<script>&"]], numeric=[True])
+    assert "&lt;script&gt;&amp;" in t and "a&lt;b" in t and 'class="num"' in t
+    assert "<script>" not in t
+    assert p_text(0.0) == "p < 1e-300" and p_text(0.5) == "p = 0.500"
+    assert p_text(2e-5, "analytic p") == "analytic p = 2.00e-05"
+    assert canonical_band("0-100") == "0-100" and canonical_band("random:5") == "random:5"
+    assert choose_runs({"a": "0-5", "b": "0-100", "c": "random:5"}) == ["b"]
+    assert choose_runs({"a": "0-5", "c": "random:5"}) == ["a", "c"]
+
+
+# -- planted fixture runs ------------------------------------------------------------------
+
+N_IDS, QUEUE, QUERIES, STEPS = 60, 40, 6, 25
+HARD, EASY = (0, 1, 2), (3, 4, 5)
+
+
+def planted_pairs(seed: int) -> dict[str, np.ndarray]:
+    """Pairs in rank order per (step, query): HARD ids score high, EASY ids low, rest noise."""
+    rng = np.random.default_rng(seed)
+    prop = np.zeros(N_IDS)
+    prop[list(HARD)], prop[list(EASY)] = 4.0, -4.0
+    cols: dict[str, list[np.ndarray]] = {c: [] for c in ("step", "query_id", "neg_id")}
+    for step in range(STEPS):
+        others = rng.permutation(np.arange(len(HARD + EASY), N_IDS))[: QUEUE - len(HARD + EASY)]
+        queue = np.concatenate([np.array(HARD + EASY), others])
+        q_ids = rng.choice(np.setdiff1d(np.arange(N_IDS), queue), QUERIES, replace=False)
+        score = prop[queue][None, :] + rng.standard_normal((QUERIES, len(queue)))
+        order = np.argsort(-score, axis=1, kind="stable")
+        cols["neg_id"].append(queue[order].ravel())
+        cols["query_id"].append(np.repeat(q_ids, len(queue)))
+        cols["step"].append(np.full(QUERIES * len(queue), step))
+    n = sum(len(a) for a in cols["step"])
+    return {
+        "step": np.concatenate(cols["step"]).astype(np.int32),
+        "query_id": np.concatenate(cols["query_id"]).astype(np.int32),
+        "neg_id": np.concatenate(cols["neg_id"]).astype(np.int32),
+        "rank": np.tile(np.arange(1, QUEUE + 1, dtype=np.int32), n // QUEUE),
+        "similarity": np.zeros(n, np.float16),
+        "in_band": np.ones(n, bool),
+    }
+
+
+def ev(kind: str, step: int, top1: float) -> dict[str, object]:
+    return {"step": step, "epoch": 0, "kind": kind, "top1": top1, "top5": None, "params": "{}"}
+
+
+def set_dataset(run: Path, spec: str) -> None:
+    path = run / schema.MANIFEST_FILE
+    manifest = json.loads(path.read_text())
+    manifest["dataset"]["spec"] = spec
+    path.write_text(json.dumps(manifest))
+
+
+IMAGES = np.random.default_rng(7).integers(0, 256, (N_IDS, 32, 32, 3), dtype=np.uint8)
+LABELS = (np.arange(N_IDS) % 10).astype(np.int16)
+
+
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, np.ndarray]]:
+    root = tmp_path_factory.mktemp("report")
+    data = root / "data"
+    data.mkdir()
+    np.savez(data / "train.npz", images=IMAGES, labels=LABELS)
+    pairs = planted_pairs(0)
+    sweep = root / "sweep"
+    run = write_run(
+        sweep,
+        "all<s0>",
+        queue_size=QUEUE,
+        pairs=pairs,
+        labels=LABELS,
+        evals=[ev("knn", 24, 0.75), ev("linear", 24, 0.875)],
+    )
+    set_dataset(run, f"npz:{data}")
+    write_run(sweep, "hard-s0", queue_size=QUEUE, band="0-5", evals=[ev("knn", 24, 0.5)])
+    return sweep, pairs
+
+
+@pytest.fixture(scope="module")
+def page(
+    sweep: tuple[Path, dict[str, np.ndarray]], tmp_path_factory: pytest.TempPathFactory
+) -> str:
+    out = tmp_path_factory.mktemp("out") / "r" / "report.html"
+    path = build_report([sweep[0]], out=out, band="0-10", thumbnails=3, bootstrap=0, permutations=0)
+    assert path == out
+    return out.read_text()
+
+
+def section(page: str, name: str) -> str:
+    match = re.search(rf'<section id="{name}">(.*?)</section>', page, re.S)
+    assert match, f"no section {name}"
+    return match.group(1)
+
+
+def test_sections_and_header(page: str) -> None:
+    for name in ("header", "bands", "semantic", "consistency", "gallery"):
+        section(page, name)
+    head = section(page, "header")
+    assert "all&lt;s0&gt;" in head and "hard-s0" in head and "all<s0>" not in page
+    assert "<dd>0-100, 0-5</dd>" in head and f"<dd>{QUEUE}</dd>" in head
+
+
+def test_band_table_values(page: str) -> None:
+    bands = section(page, "bands")
+    rows = re.findall(r"<tr>(.*?)</tr>", bands)
+    cells = [re.findall(r"<td[^>]*>(.*?)</td>", r) for r in rows[1:]]
+    # band, kept %, seeds, kNN, best kNN, diff, linear, linear diff; 0-5 of 40 keeps 2 = 5%
+    assert cells[0] == ["0-100", "100", "1", "75.00", "75.00", "+0.00", "87.50", "+0.00"]
+    assert cells[1][:6] == ["0-5", "5", "1", "50.00", "50.00", "-25.00"]
+    assert '<img class="chart"' in bands
+
+
+def test_semantic_and_consistency_on_the_all_negatives_run(page: str) -> None:
+    sem, cons = section(page, "semantic"), section(page, "consistency")
+    assert "Runs: all&lt;s0&gt;." in sem and "hard-s0" not in sem
+    assert '<img class="chart"' in sem and '<img class="chart"' in cons
+    assert "0-10: hardest 4 of K = 40" in cons
+
+
+def gallery_figures(gallery: str, cls: str) -> list[tuple[int, str, str]]:
+    pattern = (
+        rf'<figure class="{cls}"><img src="data:image/png;base64,([A-Za-z0-9+/=]+)" '
+        r'alt="sample (\d+)"><figcaption>#\d+ ([^<]*)'
+    )
+    return [(int(i), b64, name) for b64, i, name in re.findall(pattern, gallery)]
+
+
+def test_gallery_shows_the_planted_negatives_with_their_images(page: str) -> None:
+    gallery = section(page, "gallery")
+    hard = gallery_figures(gallery, "neg hard")
+    easy = gallery_figures(gallery, "neg easy")
+    assert {i for i, _, _ in hard} == set(HARD)
+    assert {i for i, _, _ in easy} == set(EASY)
+    names = {c.label: c.name for c in CIFAR10_CLASSES}
+    for i, b64, name in hard + easy:
+        assert name == names[LABELS[i]]
+        img = decode_png(base64.b64decode(b64))
+        assert img.shape == (96, 96, 3) and (img == upscale(IMAGES[i], 3)).all()
+
+
+def slow_hardest_queries(pairs: dict[str, np.ndarray], neg: int, n: int) -> list[tuple[int, int]]:
+    best: dict[int, int] = {}
+    for q, g, r in zip(pairs["query_id"], pairs["neg_id"], pairs["rank"], strict=True):
+        if g == neg:
+            best[int(q)] = min(best.get(int(q), 10**9), int(r))
+    return sorted(((q, r) for q, r in best.items()), key=lambda x: (x[1], x[0]))[:n]
+
+
+def test_queries_beside_each_hard_negative(
+    page: str, sweep: tuple[Path, dict[str, np.ndarray]]
+) -> None:
+    root, pairs = sweep
+    gallery = section(page, "gallery")
+    rows = re.findall(r'<div class="hardrow">(.*?)</div></div>', gallery, re.S)
+    assert len(rows) == len(HARD)
+    for row in rows:
+        neg = int(re.search(r'alt="sample (\d+)"', row).group(1))  # type: ignore[union-attr]
+        shown = [
+            (int(i), int(r))
+            for i, r in re.findall(
+                r'alt="sample (\d+)"><figcaption>#\d+ [^<]*<br><small>rank (\d+)</small>', row
+            )
+        ]
+        assert shown == slow_hardest_queries(pairs, neg, 4)
+        for q, _ in shown:
+            b64 = re.search(rf'src="data:image/png;base64,([^"]+)" alt="sample {q}"', row)
+            assert (
+                b64 and (decode_png(base64.b64decode(b64.group(1))) == upscale(IMAGES[q], 3)).all()
+            )
+    con = logs.connect(logs.find_runs([root / "all<s0>"]))
+    try:
+        got = hardest_queries(con, [0, 5], 2)
+    finally:
+        con.close()
+    assert got == {0: slow_hardest_queries(pairs, 0, 2), 5: slow_hardest_queries(pairs, 5, 2)}
+
+
+def test_no_network_resources_and_small(page: str) -> None:
+    assert "http://" not in page and "https://" not in page
+    assert not re.search(r"""(src|href)\s*=\s*["']?\s*//""", page)
+    assert len(page) < 3_000_000
+
+
+def test_single_run_without_images(tmp_path: Path) -> None:
+    run = write_run(tmp_path, "solo", queue_size=QUEUE, pairs=planted_pairs(1), labels=LABELS)
+    out = build_report(
+        [run], out=tmp_path / "solo.html", band="0-10", thumbnails=2, bootstrap=0, permutations=0
+    )
+    page = out.read_text()
+    assert "Omitted: all runs share one band" in section(page, "bands")
+    gallery = section(page, "gallery")
+    assert "Ids and classes only: images are shown only for npz: datasets" in gallery
+    assert "data:image/png" not in gallery and gallery.count('class="noimg"') >= 4
+    assert {int(i) for i in re.findall(r'<figure class="neg hard">.*?#(\d+) ', gallery)} <= set(
+        range(N_IDS)
+    )
+
+
+def test_bad_arguments_raise_config_errors(
+    sweep: tuple[Path, dict[str, np.ndarray]], tmp_path: Path
+) -> None:
+    with pytest.raises(ConfigError, match=r"\.html"):
+        build_report([sweep[0]], out=tmp_path / "report.txt")
+    with pytest.raises(ConfigError, match="random"):
+        build_report([sweep[0]], out=tmp_path / "r.html", band="random:5")
+    with pytest.raises(ConfigError, match="permutations"):
+        build_report([sweep[0]], out=tmp_path / "r.html", permutations=10)
+    assert not (tmp_path / "r.html").exists()
