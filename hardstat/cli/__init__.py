@@ -8,8 +8,11 @@ become ``Error: ...`` on stderr with exit code 1 (:mod:`hardstat.cli.errors`); u
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import typer
 
+from hardstat import __version__
 from hardstat.cli import demo as _demo
 from hardstat.cli import evaluate as _evaluate
 from hardstat.cli import report as _report
@@ -25,7 +28,8 @@ app = typer.Typer(
         "Study the negatives of contrastive learning. Train an instrumented MoCo v2 whose rank "
         "logs record, for logged queries, each queue negative's sample_id, similarity and rank "
         "(1 = most similar = hardest); restrict the loss to a difficulty band of negatives; "
-        "evaluate the features downstream."
+        "evaluate the features downstream; test with null models whether hard negatives are "
+        "consistent and semantically close; report. New here? Run `hardstat demo`."
     ),
     no_args_is_help=True,
     add_completion=False,
@@ -40,6 +44,24 @@ app.command("sweep")(_sweep.sweep)
 app.command("report")(_report.report)
 app.add_typer(_analyze_app, name="analyze")
 app.add_typer(_wordnet.app, name="wordnet")
+
+
+def _show_version(value: bool) -> None:
+    if value:
+        typer.echo(f"hardstat {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_show_version, is_eager=True, help="Print the version and exit."
+        ),
+    ] = False,
+) -> None:
+    pass
 
 
 def main() -> None:

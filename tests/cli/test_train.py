@@ -126,3 +126,10 @@ def test_set_overrides_any_config_key(tmp_path: Path) -> None:
         assert message in result.stderr
     resumed = invoke("train", "--resume", str(tmp_path / "s"), "--set", "optim.epochs=2")
     assert resumed.exit_code == 1 and "optim.epochs" in resumed.stderr
+
+
+def test_version() -> None:
+    from hardstat import __version__
+
+    result = invoke("--version")
+    assert result.exit_code == 0 and result.stdout.strip() == f"hardstat {__version__}"
