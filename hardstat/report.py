@@ -364,50 +364,9 @@ def _semantic_section(result: SemanticResult | str, runs: Sequence[str]) -> str:
 
 
 def consistency_rows(r: ConsistencyResult) -> list[tuple[str, str]]:
-    """(name, value) rows summarising a consistency result."""
-    rows = [
-        ("band", f"{r.band}: hardest {r.kept} of K = {r.queue_size} (p = {r.kept_fraction:.4f})"),
-        ("pairs, negatives", f"{r.n_pairs:,} pairs of {r.n_negatives:,} negatives"),
-        (
-            "overdispersion",
-            f"X² = {r.statistic:,.1f} on {r.df:,} df, ratio {r.dispersion_ratio:.3f}, "
-            f"{p_text(r.p_value)}",
-        ),
-        ("Tarone Z", f"{r.tarone_z:,.2f}, {p_text(r.tarone_p_value)}"),
-        (
-            f"per negative (BH FDR {r.fdr:g})",
-            f"{r.n_consistently_hard:,} consistently hard, {r.n_consistently_easy:,} "
-            "consistently easy",
-        ),
-    ]
-    if r.permutation is not None:
-        pc = r.permutation
-        rows.append(
-            (
-                "ranks shuffled (null check)",
-                f"ratio {pc.dispersion_ratio:.3f}, {p_text(pc.p_value)}, "
-                f"{pc.n_consistently_hard} hard, {pc.n_consistently_easy} easy (should be ~1)",
-            )
-        )
-    if r.class_conditional is not None:
-        c = r.class_conditional
-        rows.append(
-            (
-                "beyond class",
-                f"X² = {c.statistic:,.1f} on {c.df:,} df, ratio {c.dispersion_ratio:.3f}, "
-                f"{p_text(c.p_value)}",
-            )
-        )
-    if r.temporal is not None:
-        t = r.temporal
-        rows.append(
-            (
-                f"persistence ({t.mode})",
-                f"Spearman ρ = {t.rho:.3f} over {t.n_negatives:,} negatives "
-                f"({t.first} vs {t.second}), {p_text(t.p_value)}",
-            )
-        )
-    return rows
+    """(name, value) rows summarising a consistency result (the CLI's summary, band first)."""
+    band = f"{r.band}: hardest {r.kept} of K = {r.queue_size} (p = {r.kept_fraction:.4f})"
+    return [("band", band), *r.summary_rows()]
 
 
 def _consistency_section(result: ConsistencyResult | str, runs: Sequence[str], band: str) -> str:

@@ -337,6 +337,68 @@ class ConsistencyResult:
     per_negative: pl.DataFrame = field(repr=False)
     notes: tuple[str, ...] = ()
 
+    def summary_rows(self, *, ids: bool = False) -> list[tuple[str, str]]:
+        """(name, value) lines summarising the result, for the CLI table and the report; with
+        ``ids`` the most significant hard and easy negative ids are listed too."""
+        rows = [
+            ("runs", ", ".join(self.runs)),
+            (
+                "pairs, negatives",
+                f"{self.n_pairs:,} pairs of {self.n_negatives:,} negatives "
+                f"(median {self.median_appearances:,.0f} appearances)",
+            ),
+            (
+                "overdispersion",
+                f"X2 = {self.statistic:,.1f} on {self.df:,} df, ratio "
+                f"{self.dispersion_ratio:.3f}, {format_p(self.p_value, self.log10_p_value)}",
+            ),
+            (
+                "Tarone Z",
+                f"{self.tarone_z:,.2f}, {format_p(self.tarone_p_value, self.tarone_log10_p_value)}",
+            ),
+            (
+                f"per negative (BH {self.fdr:g})",
+                f"{self.n_consistently_hard:,} consistently hard, {self.n_consistently_easy:,} "
+                "consistently easy (two-sided exact binomial)",
+            ),
+        ]
+        if ids:
+            rows += [("hardest", _id_list(self.hard_ids)), ("easiest", _id_list(self.easy_ids))]
+        if self.permutation is not None:
+            pc = self.permutation
+            rows.append(
+                (
+                    "ranks shuffled",
+                    f"ratio {pc.dispersion_ratio:.3f}, {format_p(pc.p_value, pc.log10_p_value)}, "
+                    f"{pc.n_consistently_hard} hard, {pc.n_consistently_easy} easy (should be "
+                    f"~1, not significant; seed {pc.seed})",
+                )
+            )
+        if self.class_conditional is not None:
+            c = self.class_conditional
+            rows.append(
+                (
+                    "beyond class",
+                    f"X2 = {c.statistic:,.1f} on {c.df:,} df ({c.n_cells} class cells), ratio "
+                    f"{c.dispersion_ratio:.3f}, {format_p(c.p_value, c.log10_p_value)}",
+                )
+            )
+        if self.temporal is not None:
+            t = self.temporal
+            perm = (
+                f", {format_p(t.p_permutation)} ({t.permutations} permutations)"
+                if t.p_permutation is not None
+                else ""
+            )
+            rows.append(
+                (
+                    f"persistence ({t.mode})",
+                    f"Spearman rho = {t.rho:.3f} over {t.n_negatives:,} negatives in {t.first} "
+                    f"and {t.second}; {format_p(t.p_value)} (analytic){perm}",
+                )
+            )
+        return rows
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready summary (histograms as records; per_negative left out)."""
         out: dict[str, Any] = {}
@@ -984,3 +1046,20 @@ def _temporal(
         p_permutation=p_perm,
         permutations=permutations,
     )
+
+
+def format_p(p: float, log10_p: float = float("nan")) -> str:
+    """``p = 0.012``, ``p = 3.10e-05``, ``p = 10^-2876.5`` (underflowed to 0 with its log10
+    known) or ``p < 1e-300``."""
+    if p != p:  # nan
+        return "p = n/a"
+    if p == 0.0:
+        return f"p = 10^{log10_p:.1f}" if math.isfinite(log10_p) else "p < 1e-300"
+    return f"p = {p:.2e}" if p < 1e-3 else f"p = {p:.3f}"
+
+
+def _id_list(ids: tuple[int, ...], limit: int = 10) -> str:
+    if not ids:
+        return "-"
+    more = f", ... ({len(ids) - limit} more)" if len(ids) > limit else ""
+    return ", ".join(map(str, ids[:limit])) + more

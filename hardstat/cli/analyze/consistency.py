@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -208,77 +207,9 @@ def consistency(
         typer.echo(f"wrote {result.n_negatives} negatives to {negatives}", err=True)
 
 
-def _p(p: float, log10_p: float) -> str:
-    if p != p:  # nan
-        return "p = n/a"
-    if p == 0.0:
-        return f"p = 10^{log10_p:.1f}" if math.isfinite(log10_p) else "p < 1e-300"
-    return f"p = {p:.2e}" if p < 1e-3 else f"p = {p:.3f}"
-
-
-def _ids(ids: tuple[int, ...], limit: int = 10) -> str:
-    if not ids:
-        return "-"
-    more = f", ... ({len(ids) - limit} more)" if len(ids) > limit else ""
-    return ", ".join(map(str, ids[:limit])) + more
-
-
 def render_table(r: ConsistencyResult) -> str:
     """A short readable report of a consistency result."""
-    rows = [
-        ("runs", ", ".join(r.runs)),
-        (
-            "pairs, negatives",
-            f"{r.n_pairs:,} pairs of {r.n_negatives:,} negatives "
-            f"(median {r.median_appearances:,.0f} appearances)",
-        ),
-        (
-            "overdispersion",
-            f"X2 = {r.statistic:,.1f} on {r.df:,} df, ratio {r.dispersion_ratio:.3f}, "
-            f"{_p(r.p_value, r.log10_p_value)}",
-        ),
-        ("Tarone Z", f"{r.tarone_z:,.2f}, {_p(r.tarone_p_value, r.tarone_log10_p_value)}"),
-        (
-            f"per negative (BH {r.fdr:g})",
-            f"{r.n_consistently_hard:,} consistently hard, {r.n_consistently_easy:,} "
-            "consistently easy (two-sided exact binomial)",
-        ),
-        ("hardest", _ids(r.hard_ids)),
-        ("easiest", _ids(r.easy_ids)),
-    ]
-    if r.permutation is not None:
-        pc = r.permutation
-        rows.append(
-            (
-                "ranks shuffled",
-                f"ratio {pc.dispersion_ratio:.3f}, {_p(pc.p_value, pc.log10_p_value)}, "
-                f"{pc.n_consistently_hard} hard, {pc.n_consistently_easy} easy (should be ~1, "
-                f"not significant; seed {pc.seed})",
-            )
-        )
-    if r.class_conditional is not None:
-        c = r.class_conditional
-        rows.append(
-            (
-                "beyond class",
-                f"X2 = {c.statistic:,.1f} on {c.df:,} df ({c.n_cells} class cells), ratio "
-                f"{c.dispersion_ratio:.3f}, {_p(c.p_value, c.log10_p_value)}",
-            )
-        )
-    if r.temporal is not None:
-        t = r.temporal
-        perm = (
-            f", {_p(t.p_permutation, float('nan'))} ({t.permutations} permutations)"
-            if t.p_permutation is not None
-            else ""
-        )
-        rows.append(
-            (
-                f"persistence ({t.mode})",
-                f"Spearman rho = {t.rho:.3f} over {t.n_negatives:,} negatives in {t.first} "
-                f"and {t.second}; {_p(t.p_value, float('nan'))} (analytic){perm}",
-            )
-        )
+    rows = r.summary_rows(ids=True)
     width = max(len(name) for name, _ in rows) + 2
     head = (
         f"Consistency of hardness, band {r.band}: hardest {r.kept} of K = {r.queue_size} "
