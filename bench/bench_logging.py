@@ -79,7 +79,7 @@ def bench_logger(steps: int, b: int, k: int) -> None:
         logger = RankLogger(RunLogWriter(tmp, "bench"), enabled=True, every=1, queries=0, seed=0)
         t0 = time.perf_counter()
         for step in range(steps):
-            logger.log_step(step, 0, outs[step % 4], ids, labels, 0.1, 0.0)
+            logger.log_step(step, 0, outs[step % 4], ids, labels, 0.1, started=time.perf_counter())
         logger.flush()
         dt = time.perf_counter() - t0
         logger.close()
@@ -117,10 +117,19 @@ def bench_logger(steps: int, b: int, k: int) -> None:
     )
 
 
-def bench_training(steps: int, dataset: str, rounds: int, preset_name: str, device: str) -> None:
-    import statistics
+def mean_step_seconds(run: Path, warmup: int) -> float:
+    """Mean ``seconds`` of the run's ``steps`` rows from step ``warmup`` on (pyarrow only, so
+    this runs where DuckDB is not installed, e.g. a bare GPU machine)."""
+    table = pq.read_table(run / "steps", columns=["step", "seconds"])
+    step = table.column("step").to_numpy()
+    seconds = table.column("seconds").to_numpy()
+    return float(seconds[step >= warmup].mean())
 
-    import duckdb
+
+def bench_training(
+    steps: int, dataset: str, rounds: int, preset_name: str, device: str, warmup: int = 5
+) -> None:
+    import statistics
 
     from hardstat.config import preset
     from hardstat.train.loop import train
@@ -128,7 +137,10 @@ def bench_training(steps: int, dataset: str, rounds: int, preset_name: str, devi
     base = preset(preset_name).replace(
         **{
             "data.dataset": dataset,
-            "optim.epochs": 1,
+            # enough epochs that the run never ends before ``steps`` (stop_after ends it), and
+            # no checkpoints or kNN evaluations in between
+            "optim.epochs": 10_000,
+            "checkpoint_every": 0,
             "threads": torch.get_num_threads(),
             "eval.knn_every": 0,
             "device": device,
@@ -140,7 +152,6 @@ def bench_training(steps: int, dataset: str, rounds: int, preset_name: str, devi
         "every step, whole batch": base.replace(**{"log.every": 1, "log.queries": 0}),
         "band 0-5, logging off": base.replace(band="0-5", **{"log.enabled": False}),
     }
-    warmup = 5
     tmp = Path(tempfile.mkdtemp(prefix="hardstat-bench-"))
     means: dict[str, list[float]] = {name: [] for name in settings}
     try:
@@ -148,10 +159,8 @@ def bench_training(steps: int, dataset: str, rounds: int, preset_name: str, devi
             for i, (name, config) in enumerate(settings.items()):
                 run = tmp / f"r{r}-{i}"
                 train(config, run, progress=False, stop_after=steps)
-                (row,) = duckdb.sql(
-                    f"SELECT avg(seconds) FROM '{run}/steps/*.parquet' WHERE step >= {warmup}"
-                ).fetchall()
-                means[name].append(float(row[0]))
+                means[name].append(mean_step_seconds(run, warmup))
+                print(f"  round {r}: {name}: {means[name][-1]:.4f} s/step", flush=True)
                 shutil.rmtree(run)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -184,16 +193,20 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--preset", default="cifar10-cpu", help="cifar10 for the GPU recipe")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument("--dataset", help="dataset spec (default: ../shared CIFAR-10, else synthetic)")
+    p.add_argument("--warmup", type=int, default=5, help="first steps left out of the means")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     print(f"machine: {machine()}")
     if args.part in ("logger", "all"):
         bench_logger(args.steps, 256, 4096)
     if args.part in ("training", "all"):
-        dataset = f"npz:{CIFAR}" if CIFAR.is_dir() else "synthetic:20000"
-        if not CIFAR.is_dir():
+        dataset = args.dataset or (f"npz:{CIFAR}" if CIFAR.is_dir() else "synthetic:20000")
+        if args.dataset is None and not CIFAR.is_dir():
             print(f"note: {CIFAR} not found; using synthetic data")
-        bench_training(args.train_steps, dataset, args.rounds, args.preset, args.device)
+        bench_training(
+            args.train_steps, dataset, args.rounds, args.preset, args.device, args.warmup
+        )
 
 
 if __name__ == "__main__":

@@ -147,7 +147,14 @@ STEPS = Table(
             False,
             "Mean cosine similarity of queries and all queue negatives.",
         ),
-        Column("seconds", "float32", False, "Wall-clock seconds the step took (data to update)."),
+        Column(
+            "seconds",
+            "float32",
+            False,
+            "Wall-clock seconds of the step: data, augmentation, forward, backward, update and "
+            "handing logged pairs to the logger (waiting for it when it falls behind). On CUDA "
+            "this is host time, which matches the device's pace when averaged over steps.",
+        ),
         Column("logged", "bool", False, "Whether pairs and queries were logged at this step."),
     ),
 )

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import queue as _queue
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -72,8 +73,14 @@ class RankLogger:
         query_ids: torch.Tensor,
         labels: torch.Tensor,
         lr: float,
-        seconds: float,
+        started: float,
     ) -> None:
+        """Record step ``step`` (and log its pairs at a logged step).
+
+        ``started`` is the ``time.perf_counter()`` value at the step's start: the step's
+        ``seconds`` run from there to the end of this call, so they include handing the logged
+        pairs to the worker (and waiting for it when it falls behind).
+        """
         logged = self.logs(step)
         s = self._steps
         s["step"].append(step)
@@ -83,10 +90,19 @@ class RankLogger:
         s["lr"].append(lr)
         s["pos_similarity"].append(out.l_pos.mean())
         s["neg_similarity"].append(out.l_neg.mean())
-        s["seconds"].append(seconds)
         s["logged"].append(logged)
-        if not logged:
-            return
+        if logged:
+            self._log_pairs(step, epoch, out, query_ids, labels)
+        s["seconds"].append(time.perf_counter() - started)
+
+    def _log_pairs(
+        self,
+        step: int,
+        epoch: int,
+        out: StepOutput,
+        query_ids: torch.Tensor,
+        labels: torch.Tensor,
+    ) -> None:
         n = out.l_neg.shape[0]
         if 0 < self.queries < n:
             sel = torch.randperm(n, generator=self.generator)[: self.queries].sort().values

@@ -328,7 +328,7 @@ def train(
                 optimizer.zero_grad(set_to_none=True)
                 out.loss.backward()
                 optimizer.step()
-                logger.log_step(step, epoch, out, ids, labels, lr, time.perf_counter() - t0)
+                logger.log_step(step, epoch, out, ids, labels, lr, started=t0)
                 step += 1
                 bar.update(1)
                 seconds = time.perf_counter() - t0
