@@ -32,7 +32,7 @@ _PART = re.compile(r"^part-p(\d{3})-(\d{6})\.parquet$")
 # one logged step, whose K queue ids form a 12-bit dictionary), rank (stored in rank order, so
 # deltas of 1) delta-packed, float16 similarity plain (DuckDB cannot read byte-stream-split
 # float16), all zstd: about 3.3 bytes per pair.
-_PAIRS_DICT = ["run", "step", "epoch", "query_id", "neg_id"]
+_PAIRS_DICT = ["run", "step", "epoch", "query_id", "neg_id", "process"]
 _PAIRS_ENCODING = {
     "rank": "DELTA_BINARY_PACKED",
     "similarity": "PLAIN",
@@ -59,7 +59,8 @@ class RunLogWriter:
     ``posthoc-<time>`` for a later linear probe), which a resumed run never sets aside.
 
     ``write(table, columns)`` takes a mapping of column name to 1-D NumPy array (or a scalar,
-    broadcast to the batch length) for every column of the table except ``run``.
+    broadcast to the batch length) for every column of the table except ``run`` and
+    ``process``, which the writer fills in.
     """
 
     def __init__(
@@ -150,6 +151,8 @@ class RunLogWriter:
 
     def _to_table(self, table: str, columns: Mapping[str, Any]) -> pa.Table:
         sch = self._schemas[table]
+        if "process" in sch.names and "process" not in columns:
+            columns = {**columns, "process": self.process}
         names = [n for n in sch.names if n != "run"]
         missing = [n for n in names if n not in columns]
         extra = sorted(set(columns) - set(names))

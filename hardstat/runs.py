@@ -54,12 +54,24 @@ def read_manifest(run_dir: Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise LogError(f"manifest {path} is corrupt (not a JSON object)")
     version = data.get("schema_version")
-    if version != schema.SCHEMA_VERSION:
+    if version not in schema.READABLE_VERSIONS:
+        readable = ", ".join(map(str, schema.READABLE_VERSIONS))
         raise LogError(
-            f"run {run_dir} has log schema version {version}, this hardstat reads version "
-            f"{schema.SCHEMA_VERSION}; use a hardstat release that matches the run"
+            f"run {run_dir} has log schema version {version}, this hardstat reads versions "
+            f"{readable}; use a hardstat release that matches the run"
         )
     return data
+
+
+def check_writable(run_dir: Path, manifest: dict[str, Any]) -> None:
+    """Refuse to append to a run whose logs have an older schema version than this writer's."""
+    version = manifest.get("schema_version")
+    if version != schema.SCHEMA_VERSION:
+        raise RunError(
+            f"run {run_dir} was written with log schema version {version} and this hardstat "
+            f"writes version {schema.SCHEMA_VERSION}; it can be analysed but not continued "
+            "(start a new run, or use the hardstat release that wrote it)"
+        )
 
 
 def new_manifest(
@@ -73,6 +85,7 @@ def new_manifest(
     seed: int,
     versions: dict[str, str],
     device: str,
+    processes: int = 1,
 ) -> dict[str, Any]:
     """A fresh manifest (fields documented in :data:`hardstat.schema.MANIFEST_FIELDS`)."""
     manifest = {
@@ -88,6 +101,7 @@ def new_manifest(
         "seed": seed,
         "versions": versions,
         "device": device,
+        "processes": processes,
         "steps_done": 0,
         "epochs_done": 0,
     }

@@ -32,20 +32,30 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import pyarrow as pa
 
-SCHEMA_VERSION = 1
-"""Bumped on any incompatible change to a table or the manifest."""
+SCHEMA_VERSION = 2
+"""Bumped on any change to a table or the manifest."""
+
+READABLE_VERSIONS = (1, 2)
+"""Versions the readers accept. Version 2 added ``process`` to ``pairs`` and ``queries`` and
+``processes`` to the manifest; a version-1 file reads as if written by process 0."""
 
 MANIFEST_FILE = "manifest.json"
 
 
 @dataclass(frozen=True)
 class Column:
-    """One column: its name, logical type (see :data:`ARROW_TYPES`), nullability and meaning."""
+    """One column: its name, logical type (see :func:`arrow_schema`), nullability and meaning.
+
+    ``since`` is the schema version that added the column; readers give files of earlier
+    versions the SQL value ``default`` in its place.
+    """
 
     name: str
     type: str
     nullable: bool
     doc: str
+    since: int = 1
+    default: str | None = None
 
 
 @dataclass(frozen=True)
@@ -66,6 +76,16 @@ _STEP = Column(
     "step", "int32", False, "Optimizer step, counted from 0 over the whole run (global step)."
 )
 _EPOCH = Column("epoch", "int16", False, "Epoch the step belongs to, counted from 0.")
+_PROCESS = Column(
+    "process",
+    "int16",
+    False,
+    "Training process that logged the row: torch.distributed's rank under torchrun, 0 for a "
+    "single process. Each process logs its own share of a step's queries, to its own files "
+    "(`part-pNNN-*`, NNN = process). Added in version 2; version-1 files read as 0.",
+    since=2,
+    default="0",
+)
 
 PAIRS = Table(
     "pairs",
@@ -103,6 +123,7 @@ PAIRS = Table(
             False,
             "Whether the loss used this negative at this step (always true for band 0-100).",
         ),
+        _PROCESS,
     ),
 )
 
@@ -123,17 +144,19 @@ QUERIES = Table(
         ),
         Column("loss", "float32", False, "This query's InfoNCE loss at this step (banded)."),
         Column("n_in_band", "int32", False, "Number of negatives the loss used for this query."),
+        _PROCESS,
     ),
 )
 
 STEPS = Table(
     "steps",
-    "One row per optimizer step.",
+    "One row per optimizer step (written by the main process; under torchrun the values are "
+    "means over the global batch of all processes).",
     (
         _RUN,
         _STEP,
         _EPOCH,
-        Column("loss", "float32", False, "Mean InfoNCE loss over the batch."),
+        Column("loss", "float32", False, "Mean InfoNCE loss over the (global) batch."),
         Column("lr", "float32", False, "Learning rate used for this step."),
         Column(
             "pos_similarity",
@@ -212,7 +235,9 @@ MANIFEST_FIELDS: dict[str, str] = {
     "band_kept": "Number of negatives per query the band keeps (out of queue_size).",
     "seed": "Random seed.",
     "versions": "Versions of hardstat, python, torch, torchvision, numpy, pyarrow.",
-    "device": "Device the run trained on.",
+    "device": "Device the run trained on (the main process's, under torchrun).",
+    "processes": "Number of training processes (torch.distributed world size; 1 without "
+    "torchrun). Added in version 2.",
     "steps_done": "Optimizer steps completed so far.",
     "epochs_done": "Epochs completed so far.",
 }
@@ -243,7 +268,8 @@ def arrow_schema(table: str) -> pa.Schema:
 
 def render_markdown() -> str:
     """The column reference of ``docs/schema.md`` (between its BEGIN/END markers)."""
-    lines = [f"Schema version: **{SCHEMA_VERSION}**", ""]
+    older = ", ".join(str(v) for v in READABLE_VERSIONS if v != SCHEMA_VERSION)
+    lines = [f"Schema version: **{SCHEMA_VERSION}** (readers also accept version {older}).", ""]
     for t in TABLES.values():
         lines += [
             f"### `{t.name}`",

@@ -4,6 +4,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
+from hardstat import schema
 from hardstat.errors import LogError
 from hardstat.logwriter import RunLogWriter, set_aside_uncommitted
 
@@ -32,7 +33,7 @@ def test_files_appear_only_when_complete(tmp_path: Path) -> None:
     t = pq.read_table(files[0])
     assert t.column("run").to_pylist() == ["r"] * 3
     assert t.column("step").to_pylist() == [0, 1, 2]
-    assert t.schema.metadata[b"hardstat.schema_version"] == b"1"
+    assert t.schema.metadata[b"hardstat.schema_version"] == str(schema.SCHEMA_VERSION).encode()
 
 
 def test_file_rows_rolls_over_and_state_lists_committed(tmp_path: Path) -> None:

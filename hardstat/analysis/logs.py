@@ -122,10 +122,11 @@ def check_log_files(runs: Sequence[RunInfo]) -> None:
     """Read the footer of every log file; raise LogError naming the first bad one.
 
     A file is bad when its footer cannot be read (truncated, empty, not Parquet), when it
-    carries another schema version than :data:`hardstat.schema.SCHEMA_VERSION`, or when it lacks
-    a column of its table. Only footers are read (milliseconds per file); files are not changed.
+    carries a schema version outside :data:`hardstat.schema.READABLE_VERSIONS`, or when it lacks
+    a column its version's table has. Only footers are read (milliseconds per file); files are
+    not changed.
     """
-    want = str(schema.SCHEMA_VERSION).encode()
+    readable = {str(v).encode(): v for v in schema.READABLE_VERSIONS}
     for run in runs:
         for table, spec in schema.TABLES.items():
             for path in table_files(run, table):
@@ -134,14 +135,18 @@ def check_log_files(runs: Sequence[RunInfo]) -> None:
                 except (OSError, pa.ArrowException) as e:
                     raise _corrupt(path, str(e)) from e
                 version = (meta.metadata or {}).get(b"hardstat.schema_version")
-                if version != want:
+                if version not in readable:
                     found = version.decode(errors="replace") if version else "none"
                     raise LogError(
                         f"log file {path} has schema version {found}, this hardstat reads "
-                        f"version {schema.SCHEMA_VERSION}; move it out of the run directory "
-                        "or use a hardstat release that matches it"
+                        f"versions {', '.join(map(str, schema.READABLE_VERSIONS))}; move it out "
+                        "of the run directory or use a hardstat release that matches it"
                     )
-                missing = [c for c in spec.column_names if c not in meta.schema.names]
+                missing = [
+                    c.name
+                    for c in spec.columns
+                    if c.since <= readable[version] and c.name not in meta.schema.names
+                ]
                 if missing:
                     raise LogError(
                         f"log file {path} lacks column(s) {', '.join(missing)} of table "
@@ -158,14 +163,28 @@ def _corrupt(path: Path | str, detail: str) -> LogError:
 
 
 def _table_source(table: str, runs: Sequence[RunInfo]) -> str:
-    globs = [str(r.path / table / "*.parquet") for r in runs if table_files(r, table)]
+    """SQL reading one table of the runs; runs of an older schema version read with each later
+    column set to its default (one ``read_parquet`` per version present)."""
     cols = schema.TABLES[table].columns
-    if not globs:
+    by_version: dict[int, list[str]] = {}
+    for r in runs:
+        if table_files(r, table):
+            version = int(r.manifest.get("schema_version", schema.SCHEMA_VERSION))
+            by_version.setdefault(version, []).append(str(r.path / table / "*.parquet"))
+    if not by_version:
         typed = ", ".join(f"CAST(NULL AS {DUCKDB_TYPES[c.type]}) AS {c.name}" for c in cols)
         return f"SELECT {typed} WHERE false"
-    files = ", ".join("'" + g.replace("'", "''") + "'" for g in globs)
-    names = ", ".join(c.name for c in cols)
-    return f"SELECT {names} FROM read_parquet([{files}])"
+    selects = []
+    for version, globs in sorted(by_version.items()):
+        files = ", ".join("'" + g.replace("'", "''") + "'" for g in globs)
+        names = ", ".join(
+            c.name
+            if c.since <= version
+            else f"CAST({c.default} AS {DUCKDB_TYPES[c.type]}) AS {c.name}"
+            for c in cols
+        )
+        selects.append(f"SELECT {names} FROM read_parquet([{files}])")
+    return " UNION ALL ".join(selects)
 
 
 def _runs_table(runs: Sequence[RunInfo]) -> pa.Table:

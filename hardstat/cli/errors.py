@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import os
 from collections.abc import Callable
 from typing import ParamSpec, TypeVar
 
@@ -15,14 +16,18 @@ R = TypeVar("R")
 
 
 def reports_errors(command: Callable[P, R]) -> Callable[P, R]:
-    """Wrap a command so a HardstatError prints one line and exits with code 1."""
+    """Wrap a command so a HardstatError prints one line and exits with code 1.
+
+    Under torchrun every process raises the same error; only process 0 (``RANK``) prints it.
+    """
 
     @functools.wraps(command)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         try:
             return command(*args, **kwargs)
         except HardstatError as e:
-            typer.echo(f"Error: {e}", err=True)
+            if os.environ.get("RANK", "0") == "0":
+                typer.echo(f"Error: {e}", err=True)
             raise typer.Exit(1) from None
 
     return wrapper

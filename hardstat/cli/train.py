@@ -182,6 +182,16 @@ def train(
             rich_help_panel=_RUN,
         ),
     ] = None,
+    stop_after: Annotated[
+        int | None,
+        typer.Option(
+            metavar="STEPS",
+            min=1,
+            help="Stop cleanly once this many steps (of the whole run) are done: checkpoint, "
+            "flushed logs, exit 0; continue later with --resume. For time-limited jobs.",
+            rich_help_panel=_RUN,
+        ),
+    ] = None,
     quiet: Annotated[
         bool, typer.Option("--quiet", "-q", help="No progress bar.", rich_help_panel=_RUN)
     ] = False,
@@ -193,6 +203,10 @@ def train(
     checkpoints/last.pt. Options override the preset, which an optional --config file
     overrides first. Ctrl-C stops cleanly after the current step; continue with --resume RUN.
 
+    Several processes: launch the same command with torchrun (DDP; NCCL on GPUs, gloo on
+    CPUs); --batch-size is the global batch, shared by the processes, and each process logs
+    its share of the queries to its own files (docs/scaling.md).
+
     Examples:
 
     * `hardstat train --preset tiny`
@@ -202,6 +216,8 @@ def train(
     * `hardstat train --preset cifar10 --dataset cifar10 --download --band 0-5`
 
     * `hardstat train --resume runs/NAME`
+
+    * `torchrun --nproc-per-node 8 -m hardstat train --preset cifar10 --dataset cifar10:DIR`
     """
     from hardstat import config as cfg
     from hardstat.errors import ConfigError
@@ -231,7 +247,7 @@ def train(
     overrides = {k: v for k, v in overrides.items() if v is not None}
     sets = dict(parse_override(text) for text in set_ or [])
     if resume is not None:
-        if overrides or sets or config is not None or name is not None:
+        if overrides or sets or config is not None or name is not None:  # not --stop-after
             raise ConfigError(
                 "--resume continues a run with its saved config; give no other options "
                 f"(got {', '.join(sorted({**overrides, **sets})) or '--config/--name'})"
@@ -246,7 +262,19 @@ def train(
 
     from hardstat.train.loop import train as run_training
 
-    result = run_training(conf, run_dir, resume=resume is not None, progress=not quiet)
+    result = run_training(
+        conf, run_dir, resume=resume is not None, progress=not quiet, stop_after=stop_after
+    )
+    if not result.main:  # under torchrun the main process reports for all
+        return
+    if result.interrupted and stop_after is not None and result.steps_done >= stop_after:
+        typer.echo(
+            f"stopped after step {result.steps_done} (--stop-after); continue with: "
+            f"hardstat train --resume {result.run_dir}",
+            err=True,
+        )
+        typer.echo(str(result.run_dir))
+        return
     if result.interrupted:
         typer.echo(
             f"interrupted after step {result.steps_done}; continue with: "

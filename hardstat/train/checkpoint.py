@@ -16,6 +16,9 @@ from hardstat.errors import CheckpointError
 
 CHECKPOINT_DIR = "checkpoints"
 LAST = "last.pt"
+CHECKPOINT_FORMAT = "hardstat-checkpoint-2"
+"""Format 2 holds, beside the shared model, optimizer and step, one entry per training process
+(its random streams and log position) under ``processes``."""
 
 
 def checkpoint_path(run_dir: Path) -> Path:
@@ -29,7 +32,9 @@ def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
-def load_checkpoint(path: Path) -> dict[str, Any]:
+def load_checkpoint(path: Path, *, resume: bool = True) -> dict[str, Any]:
+    """Load a checkpoint safely. ``resume=False`` (evaluation: only model and config are read)
+    also accepts the formats of earlier hardstat releases."""
     if not path.is_file():
         raise CheckpointError(
             f"no checkpoint at {path}; the run cannot be resumed (start a new run instead)"
@@ -42,6 +47,14 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
             f"checkpoint {path} could not be loaded safely ({first[:200]}); it is corrupt, "
             "truncated or not a hardstat checkpoint"
         ) from e
-    if not isinstance(state, dict) or state.get("format") != "hardstat-checkpoint-1":
+    if not isinstance(state, dict) or not str(state.get("format", "")).startswith(
+        "hardstat-checkpoint-"
+    ):
         raise CheckpointError(f"{path} is not a hardstat checkpoint")
+    if resume and state["format"] != CHECKPOINT_FORMAT:
+        raise CheckpointError(
+            f"{path} has format {state['format']}, this hardstat resumes {CHECKPOINT_FORMAT}; "
+            "its logs can still be analysed, but continue training with the hardstat release "
+            "that wrote it (or start a new run)"
+        )
     return state

@@ -37,10 +37,12 @@ class RankLogger:
         every: int,
         queries: int,
         seed: int,
+        record_steps: bool = True,
         max_pending: int = 4,
     ) -> None:
         self.writer = writer
         self.enabled, self.every, self.queries = enabled, every, queries
+        self.record_steps = record_steps  # False in all but the main training process
         self.generator = torch.Generator().manual_seed(seed + 7919)
         self._steps: dict[str, list[Any]] = {
             k: []
@@ -74,25 +76,32 @@ class RankLogger:
         labels: torch.Tensor,
         lr: float,
         started: float,
+        summary: torch.Tensor | None = None,
     ) -> None:
         """Record step ``step`` (and log its pairs at a logged step).
 
         ``started`` is the ``time.perf_counter()`` value at the step's start: the step's
         ``seconds`` run from there to the end of this call, so they include handing the logged
-        pairs to the worker (and waiting for it when it falls behind).
+        pairs to the worker (and waiting for it when it falls behind). ``summary`` is the (3,)
+        loss, mean positive and mean negative similarity over the global batch (default: this
+        process's ``out``).
         """
         logged = self.logs(step)
+        if logged:
+            self._log_pairs(step, epoch, out, query_ids, labels)
+        if not self.record_steps:
+            return
+        if summary is None:
+            summary = torch.stack([out.loss.detach(), out.l_pos.mean(), out.l_neg.mean()])
         s = self._steps
         s["step"].append(step)
         s["epoch"].append(epoch)
         # device scalars: moved to the CPU together at flush, so a GPU step never waits here
-        s["loss"].append(out.loss.detach())
+        s["loss"].append(summary[0])
         s["lr"].append(lr)
-        s["pos_similarity"].append(out.l_pos.mean())
-        s["neg_similarity"].append(out.l_neg.mean())
+        s["pos_similarity"].append(summary[1])
+        s["neg_similarity"].append(summary[2])
         s["logged"].append(logged)
-        if logged:
-            self._log_pairs(step, epoch, out, query_ids, labels)
         s["seconds"].append(time.perf_counter() - started)
 
     def _log_pairs(

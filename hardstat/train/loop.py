@@ -23,8 +23,14 @@ from hardstat import runs, schema
 from hardstat.config import TrainConfig
 from hardstat.errors import ConfigError, RunError
 from hardstat.logwriter import RunLogWriter, set_aside_uncommitted
+from hardstat.train import distributed
 from hardstat.train.augment import MocoV2Augment, eval_transform
-from hardstat.train.checkpoint import checkpoint_path, load_checkpoint, save_checkpoint
+from hardstat.train.checkpoint import (
+    CHECKPOINT_FORMAT,
+    checkpoint_path,
+    load_checkpoint,
+    save_checkpoint,
+)
 from hardstat.train.data import Dataset, load_dataset
 from hardstat.train.evaluate import extract_features, knn_eval
 from hardstat.train.logger import RankLogger
@@ -38,17 +44,12 @@ class TrainResult:
     epochs_done: int
     knn_top1: float | None
     interrupted: bool
+    main: bool = True  # False in all but the main process under torchrun
 
 
 def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        return torch.device("cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device {name} requested but CUDA is not available; use --device cpu")
-    return device
+    """The device for config ``device`` in a single process (see :func:`distributed.setup`)."""
+    return distributed.setup_device(name)
 
 
 def learning_rate(step: int, total_steps: int, base_lr: float, schedule: str) -> float:
@@ -66,14 +67,17 @@ def epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
 class _StopFlag:
     """Turns the first SIGINT/SIGTERM into a request to stop at the next step boundary."""
 
-    def __init__(self) -> None:
+    def __init__(self, announce: bool = True) -> None:
         self.requested = False
+        self.announce = announce
         self._previous: dict[signal.Signals, Any] = {}
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         if self.requested:  # second signal: stop now
             raise KeyboardInterrupt
         self.requested = True
+        if not self.announce:
+            return
         print(
             "\nstopping after this step (press Ctrl-C again to abort at once)...", file=sys.stderr
         )
@@ -108,7 +112,9 @@ def versions() -> dict[str, str]:
     }
 
 
-def _new_run(run_dir: Path, config: TrainConfig, dataset: Dataset, device: torch.device) -> None:
+def _new_run(
+    run_dir: Path, config: TrainConfig, dataset: Dataset, device: torch.device, processes: int
+) -> None:
     if run_dir.exists() and any(run_dir.iterdir()):
         raise RunError(
             f"run directory {run_dir} already exists; choose another --name, delete it, "
@@ -134,6 +140,7 @@ def _new_run(run_dir: Path, config: TrainConfig, dataset: Dataset, device: torch
         seed=config.seed,
         versions=versions(),
         device=str(device),
+        processes=processes,
     )
     runs.write_json_atomic(run_dir / schema.MANIFEST_FILE, manifest)
 
@@ -160,6 +167,30 @@ def _static_tables(logger: RankLogger, dataset: Dataset) -> None:
     )
 
 
+def process_shares(batch_size: int, bn_splits: int, processes: int) -> tuple[int, int]:
+    """Each process's share of the global batch, and its BatchNorm groups: ``bn_splits`` groups
+    over the global batch, dealt out to the processes (each normalises its own share, as
+    multi-GPU MoCo does)."""
+    if batch_size % processes != 0:
+        raise ConfigError(
+            f"the global batch size {batch_size} is not divisible by the {processes} "
+            "processes; choose --batch-size as a multiple of the process count"
+        )
+    if bn_splits % processes != 0:
+        raise ConfigError(
+            f"model.bn_splits={bn_splits} is not a multiple of the {processes} processes; "
+            f"each process normalises bn_splits/processes groups of its share of the batch: "
+            f"use --set model.bn_splits={processes * max(1, bn_splits // processes)}"
+        )
+    return batch_size // processes, bn_splits // processes
+
+
+def process_seed(seed: int, process: int) -> int:
+    """The seed of a process's own random streams (augmentation, band draws, query choice):
+    ``seed`` itself for process 0, so a single-process run is unchanged."""
+    return seed + 1_000_003 * process
+
+
 def train(
     config: TrainConfig,
     run_dir: Path,
@@ -170,33 +201,62 @@ def train(
 ) -> TrainResult:
     """Train (or resume) a MoCo v2 run in ``run_dir``; returns where it got to.
 
-    ``stop_after`` stops cleanly (checkpoint, flushed logs, status 'interrupted') once that many
-    steps are done, exactly as a Ctrl-C would; used to test resumption.
+    Under ``torchrun`` every process calls this with the same arguments: the processes share
+    the global batch ``optim.batch_size`` evenly, and each logs its own share of the logged
+    queries to its own part files (``part-pNNN-*``); the main process writes the manifest,
+    ``steps``, ``evals`` and the checkpoint. ``stop_after`` stops cleanly (checkpoint, flushed
+    logs, status 'interrupted') once that many steps are done, exactly as a Ctrl-C would.
     """
-    run_dir = Path(run_dir)
+    procs, device = distributed.setup(config.device)
+    try:
+        return _train(config, Path(run_dir), procs, device, resume, progress, stop_after)
+    finally:
+        distributed.teardown()
+
+
+def _train(
+    config: TrainConfig,
+    run_dir: Path,
+    procs: distributed.Processes,
+    device: torch.device,
+    resume: bool,
+    progress: bool,
+    stop_after: int | None,
+) -> TrainResult:
+    # every process uses the main process's run directory (a default name holds the time)
+    run_dir = distributed.broadcast_object(run_dir)
     if config.threads:
         torch.set_num_threads(config.threads)
-    device = resolve_device(config.device)
     # a resumed run reads the dataset from where the run first found it (an absolute spec), so
     # a relative npz:../path still works from another working directory
-    spec = runs.read_manifest(run_dir)["dataset"]["spec"] if resume else config.data.dataset
-    dataset = load_dataset(
-        spec,
-        download=config.data.download,
-        image_size=config.data.image_size,
-        subset=config.data.subset,
-        seed=config.seed,
+    if resume:
+        manifest = runs.read_manifest(run_dir)
+        runs.check_writable(run_dir, manifest)
+        spec = manifest["dataset"]["spec"]
+    else:
+        spec = config.data.dataset
+    dataset = distributed.main_first(  # the main process downloads, if anything is downloaded
+        lambda: load_dataset(
+            spec,
+            download=config.data.download,
+            image_size=config.data.image_size,
+            subset=config.data.subset,
+            seed=config.seed,
+        )
     )
-    b, k = config.optim.batch_size, config.model.queue_size
-    steps_per_epoch = len(dataset.train) // b
+    big_b, k, p = config.optim.batch_size, config.model.queue_size, procs.count
+    b, bn_splits = process_shares(big_b, config.model.bn_splits, p)
+    steps_per_epoch = len(dataset.train) // big_b
     if steps_per_epoch == 0:
         raise ConfigError(
-            f"batch size {b} is larger than the {len(dataset.train)} training images; "
+            f"batch size {big_b} is larger than the {len(dataset.train)} training images; "
             "lower --batch-size"
         )
     total_steps = steps_per_epoch * config.optim.epochs
     band = config.parsed_band
 
+    state: dict[str, Any] | None = None
+    mine: dict[str, Any] | None = None  # this process's entry of the checkpoint
     if resume:
         state = load_checkpoint(checkpoint_path(run_dir))
         saved = TrainConfig.from_dict(json.loads(state["config"]))
@@ -205,57 +265,72 @@ def train(
                 f"the config differs from the one {run_dir} was trained with; resume with "
                 "only --resume RUN (the saved config is used)"
             )
+        if len(state["processes"]) != p:
+            raise ConfigError(
+                f"{run_dir} was trained by {len(state['processes'])} process(es) and this "
+                f"resume has {p}; resume it with the same count (torchrun --nproc-per-node "
+                "and --nnodes), so every process continues its own random streams and logs"
+            )
+        mine = state["processes"][procs.index]
     else:
-        _new_run(run_dir, config, dataset, device)
-        state = None
+        distributed.on_main(lambda: _new_run(run_dir, config, dataset, device, p))
 
-    torch.manual_seed(config.seed)
-    model = MoCo(
+    torch.manual_seed(config.seed)  # the same initial weights and queue in every process
+    moco = MoCo(
         backbone=config.model.backbone,
         width=config.model.width,
         dim=config.model.dim,
         queue_size=k,
         momentum=config.model.momentum,
         temperature=config.model.temperature,
-        bn_splits=config.model.bn_splits,
+        bn_splits=bn_splits,
         symmetric=config.model.symmetric,
         generator=torch.Generator().manual_seed(config.seed + 3),
     ).to(device)
     optimizer = torch.optim.SGD(
-        model.encoder_q.parameters(),
+        moco.encoder_q.parameters(),
         lr=config.optim.resolved_lr,
         momentum=config.optim.momentum,
         weight_decay=config.optim.weight_decay,
     )
     augment = MocoV2Augment(dataset.train.image_size, dataset.mean, dataset.std)
-    gen_aug = torch.Generator(device=device).manual_seed(config.seed + 1)
-    gen_model = torch.Generator(device=device).manual_seed(config.seed + 2)
-    writer = RunLogWriter(run_dir, run_dir.name, file_rows=config.log.file_rows)
+    own_seed = process_seed(config.seed, procs.index)
+    gen_aug = torch.Generator(device=device).manual_seed(own_seed + 1)
+    gen_model = torch.Generator(device=device).manual_seed(own_seed + 2)
     step = 0
-    if state is not None:
-        model.load_state_dict(state["model"])
+    next_seq = None
+    if state is not None and mine is not None:
+        moco.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
-        gen_aug.set_state(state["gen_aug"])
-        gen_model.set_state(state["gen_model"])
+        gen_aug.set_state(mine["gen_aug"])
+        gen_model.set_state(mine["gen_model"])
         step = int(state["step"])
-        log_state = state["logger"]
-        set_aside_uncommitted(run_dir, log_state["writer"]["committed"])
-        writer = RunLogWriter(
-            run_dir,
-            run_dir.name,
-            file_rows=config.log.file_rows,
-            next_seq=log_state["writer"]["next_seq"],
-        )
+        set_aside_uncommitted(run_dir, mine["logger"]["writer"]["committed"], procs.index)
+        next_seq = mine["logger"]["writer"]["next_seq"]
+    # DistributedDataParallel averages the gradients of the query encoder over processes; the
+    # queue and key encoder are kept identical by construction (same keys enqueued everywhere),
+    # so their buffers are not re-broadcast every step
+    model: torch.nn.Module = distributed.data_parallel(moco) if procs.distributed else moco
+    writer = RunLogWriter(
+        run_dir,
+        run_dir.name,
+        process=procs.index,
+        file_rows=config.log.file_rows,
+        next_seq=next_seq,
+    )
+    # the logged queries of a step are dealt out to the processes; 0 = every query
+    queries = procs.share(config.log.queries) if config.log.queries else 0
     logger = RankLogger(
         writer,
-        enabled=config.log.enabled,
+        enabled=config.log.enabled and (queries > 0 or not config.log.queries),
         every=config.log.every,
-        queries=config.log.queries,
-        seed=config.seed,
+        queries=queries,
+        seed=own_seed,
+        record_steps=procs.main,
     )
-    if state is not None:
-        logger.load_state(state["logger"])
-    else:
+    if mine is not None:
+        logger.load_state(mine["logger"])
+    elif procs.main:
         _static_tables(logger, dataset)
 
     use_amp = config.amp and device.type == "cuda"
@@ -263,22 +338,30 @@ def train(
 
     def checkpoint(status: str) -> None:
         logger.flush()
-        save_checkpoint(
-            checkpoint_path(run_dir),
-            {
-                "format": "hardstat-checkpoint-1",
-                "step": step,
-                "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "gen_aug": gen_aug.get_state(),
-                "gen_model": gen_model.get_state(),
-                "logger": logger.state(),
-                "config": json.dumps(config.to_dict()),
-            },
-        )
-        runs.update_manifest(
-            run_dir, status=status, steps_done=step, epochs_done=step // steps_per_epoch
-        )
+        own = {
+            "gen_aug": gen_aug.get_state(),
+            "gen_model": gen_model.get_state(),
+            "logger": logger.state(),
+        }
+        every = distributed.gather_objects(own)  # every process's streams and log position
+
+        def save() -> None:
+            save_checkpoint(
+                checkpoint_path(run_dir),
+                {
+                    "format": CHECKPOINT_FORMAT,
+                    "step": step,
+                    "model": moco.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "processes": every,
+                    "config": json.dumps(config.to_dict()),
+                },
+            )
+            runs.update_manifest(
+                run_dir, status=status, steps_done=step, epochs_done=step // steps_per_epoch
+            )
+
+        distributed.on_main(save)
 
     def evaluate(epoch: int) -> float | None:
         if dataset.test is None:
@@ -287,8 +370,8 @@ def train(
         def tf(images: torch.Tensor) -> torch.Tensor:
             return eval_transform(images, dataset.train.image_size, dataset.mean, dataset.std)
 
-        bank, bank_labels = extract_features(model.encoder_q.backbone, dataset.train, tf, device)
-        feats, labels = extract_features(model.encoder_q.backbone, dataset.test, tf, device)
+        bank, bank_labels = extract_features(moco.encoder_q.backbone, dataset.train, tf, device)
+        feats, labels = extract_features(moco.encoder_q.backbone, dataset.test, tf, device)
         top1, top5 = knn_eval(
             bank,
             bank_labels,
@@ -302,10 +385,11 @@ def train(
         logger.log_eval(step - 1, epoch, "knn", top1, top5, params)
         return top1
 
-    bar = _progress(total_steps, step, progress, run_dir.name)
-    stop = _StopFlag()
+    bar = _progress(total_steps, step, progress and procs.main, run_dir.name)
+    stop = _StopFlag(announce=procs.main)
     interrupted = False
     rate: float | None = None
+    mine_slice = slice(procs.index * b, (procs.index + 1) * b)
     with stop.installed():
         model.train()
         while step < total_steps:
@@ -313,7 +397,8 @@ def train(
             order = epoch_order(len(dataset.train), config.seed, epoch)
             for i in range(step % steps_per_epoch, steps_per_epoch):
                 t0 = time.perf_counter()
-                index = order[i * b : (i + 1) * b].numpy()
+                # the global batch i of this epoch, and this process's share of it
+                index = order[i * big_b : (i + 1) * big_b][mine_slice].numpy()
                 images = dataset.train.get_batch(index).to(device, non_blocking=True)
                 ids = torch.as_tensor(dataset.train.sample_ids[index], device=device)
                 labels = torch.as_tensor(dataset.train.labels[index], device=device)
@@ -328,25 +413,31 @@ def train(
                 optimizer.zero_grad(set_to_none=True)
                 out.loss.backward()
                 optimizer.step()
-                logger.log_step(step, epoch, out, ids, labels, lr, started=t0)
+                summary = distributed.mean_over_processes(  # (3,) means over the global batch
+                    torch.stack([out.loss.detach(), out.l_pos.mean(), out.l_neg.mean()]).float()
+                )
+                logger.log_step(step, epoch, out, ids, labels, lr, started=t0, summary=summary)
                 step += 1
                 bar.update(1)
                 seconds = time.perf_counter() - t0
-                rate = b / seconds if rate is None else 0.9 * rate + 0.1 * b / seconds
-                if step % 10 == 1:  # reading the loss waits for the device: not every step
+                rate = big_b / seconds if rate is None else 0.9 * rate + 0.1 * big_b / seconds
+                if step % 10 == 1 and procs.main:  # reading the loss waits for the device
                     bar.set_postfix(
                         epoch=epoch,
-                        loss=f"{float(out.loss.detach()):.3f}",
+                        loss=f"{float(summary[0]):.3f}",
                         img_s=f"{rate:.0f}",
                         refresh=False,
                     )
-                if stop.requested or (stop_after is not None and step >= stop_after):
+                # every process stops after the same step, whichever was signalled
+                if distributed.any_process(
+                    stop.requested or (stop_after is not None and step >= stop_after)
+                ):
                     interrupted = True
                     break
             if step % steps_per_epoch == 0:  # the epoch is complete (also when stopping now)
                 ev = config.eval.knn_every
-                if (ev and (epoch + 1) % ev == 0) or step == total_steps:
-                    knn_top1 = evaluate(epoch)
+                if ((ev and (epoch + 1) % ev == 0) or step == total_steps) and procs.main:
+                    knn_top1 = evaluate(epoch)  # the other processes wait at their next step
                     if knn_top1 is not None:
                         bar.write(f"epoch {epoch}: kNN top-1 {knn_top1:.4f}", file=sys.stderr)
                 ce = config.checkpoint_every
@@ -357,7 +448,10 @@ def train(
         bar.close()
         checkpoint("interrupted" if interrupted else "finished")
         logger.close()
-    return TrainResult(run_dir, step, step // steps_per_epoch, knn_top1, interrupted)
+        distributed.barrier()  # no process leaves before the checkpoint is on disk
+    return TrainResult(
+        run_dir, step, step // steps_per_epoch, knn_top1, interrupted, main=procs.main
+    )
 
 
 def _progress(total: int, initial: int, enabled: bool, name: str) -> Any:

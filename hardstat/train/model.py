@@ -2,8 +2,10 @@
 
 ``MoCo.forward`` follows the reference pseudo-code line by line (q, k, l_pos, l_neg, logits / T,
 labels = 0), with one addition: negatives outside the configured band leave the softmax
-denominator. Everything is device-agnostic; the BatchNorm shuffle of multi-GPU MoCo is emulated
-on one device by SplitBatchNorm plus a shuffle of the key batch (as in MoCo's CIFAR demo).
+denominator. Everything is device-agnostic. In one process the BatchNorm shuffle of multi-GPU
+MoCo is emulated by SplitBatchNorm plus a shuffle of the key batch (as in MoCo's CIFAR demo);
+under torchrun the key batch is shuffled across processes and the queue takes every process's
+keys, exactly as MoCo's ``_batch_shuffle_ddp`` and ``concat_all_gather`` do.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import torchvision
 from torch import nn
 
 from hardstat.bands import Band
+from hardstat.train import distributed
 from hardstat.train.negatives import band_mask, info_nce, similarities
 from hardstat.train.queue import KeyQueue
 
@@ -155,17 +158,32 @@ class MoCo(nn.Module):
             p_k.mul_(self.m).add_(p_q.detach(), alpha=1 - self.m)
 
     @torch.no_grad()
-    def keys(self, im_k: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
-        """Key features with the batch shuffled through BatchNorm, then unshuffled."""
-        idx = torch.randperm(im_k.shape[0], generator=generator, device=im_k.device)  # (N,)
-        k = self.encoder_k(im_k[idx])  # (N, C), shuffled
-        return k[torch.argsort(idx)]  # (N, C), original order
+    def keys(
+        self, im_k: torch.Tensor, generator: torch.Generator | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Keys of this process's images (N, C) and of all P processes' images (P*N, C), in
+        process order, computed with the batch shuffled through BatchNorm, then unshuffled."""
+        if not distributed.active():
+            idx = torch.randperm(im_k.shape[0], generator=generator, device=im_k.device)  # (N,)
+            k = self.encoder_k(im_k[idx])  # (N, C), shuffled
+            k = k[torch.argsort(idx)]  # (N, C), original order
+            return k, k
+        n, p = im_k.shape[0], torch.distributed.get_rank()
+        x_all = distributed.concat_all_gather(im_k)  # (P*N, 3, H, W): the global batch
+        if p == 0:
+            idx = torch.randperm(x_all.shape[0], generator=generator, device=im_k.device)
+        else:
+            idx = torch.empty(x_all.shape[0], dtype=torch.long, device=im_k.device)
+        distributed.broadcast_(idx)  # (P*N,): one shuffle, the same on every process
+        k_share = self.encoder_k(x_all[idx[p * n : (p + 1) * n]])  # (N, C), a shuffled share
+        k_all = distributed.concat_all_gather(k_share)[torch.argsort(idx)]  # (P*N, C), unshuffled
+        return k_all[p * n : (p + 1) * n], k_all
 
     def contrast(
         self, im_q: torch.Tensor, im_k: torch.Tensor, band: Band, generator: torch.Generator | None
     ) -> tuple[StepOutput, torch.Tensor]:
         q = self.encoder_q(im_q)  # queries: (N, C)
-        k = self.keys(im_k, generator)  # keys: (N, C)
+        k, k_all = self.keys(im_k, generator)  # keys: (N, C), every process's: (P*N, C)
         l_pos, l_neg = similarities(q, k, self.queue.keys.clone())  # (N,), (N, K)
         mask = band_mask(l_neg.detach(), band, generator)  # (N, K) or None
         losses = info_nce(l_pos, l_neg, self.T, mask)  # (N,)
@@ -177,7 +195,7 @@ class MoCo(nn.Module):
             mask,
             self.queue.sample_ids.clone(),
         )
-        return out, k
+        return out, k_all
 
     def forward(
         self,
@@ -189,13 +207,19 @@ class MoCo(nn.Module):
         band: Band,
         generator: torch.Generator | None = None,
     ) -> StepOutput:
-        """One MoCo step: momentum update, loss over banded negatives, enqueue the new keys."""
+        """One MoCo step: momentum update, loss over banded negatives, enqueue the new keys.
+
+        Under torchrun each process passes its share of the global batch; the queue receives
+        the keys, sample ids and labels of the whole global batch, in process order.
+        """
         self.momentum_update()
-        out, k2 = self.contrast(im_1, im_2, band, generator)
+        ids_all = distributed.concat_all_gather(sample_ids)  # (P*N,)
+        labels_all = distributed.concat_all_gather(labels)  # (P*N,)
+        out, k2 = self.contrast(im_1, im_2, band, generator)  # k2: (P*N, C)
         if self.symmetric:
             out_21, k1 = self.contrast(im_2, im_1, band, generator)
             out.loss = out.loss + out_21.loss
-            self.queue.enqueue(torch.cat([k2, k1]), sample_ids.repeat(2), labels.repeat(2), step)
+            self.queue.enqueue(torch.cat([k2, k1]), ids_all.repeat(2), labels_all.repeat(2), step)
         else:
-            self.queue.enqueue(k2, sample_ids, labels, step)
+            self.queue.enqueue(k2, ids_all, labels_all, step)
         return out

@@ -45,7 +45,7 @@ def evaluate_run(
     """Evaluate the run's checkpointed query backbone; append rows to its ``evals`` table."""
     run_dir = Path(run_dir)
     manifest = runs.read_manifest(run_dir)
-    state = load_checkpoint(checkpoint_path(run_dir))
+    state = load_checkpoint(checkpoint_path(run_dir), resume=False)
     config = TrainConfig.from_dict(json.loads(state["config"]))
     dev = resolve_device(device)
     dataset = load_dataset(

@@ -304,3 +304,42 @@ def test_hidden_temporary_files_are_not_read(two_runs: list[Path]) -> None:
     (two_runs[0] / "pairs" / ".part-p000-000009.parquet.tmp").write_bytes(b"partial")
     con = logs.connect(logs.find_runs(two_runs))
     assert logs.query(con, "SELECT count(*) AS n FROM pairs").column("n").to_pylist() == [40]
+
+
+def as_version_1(run: Path) -> None:
+    """Rewrite a run as schema version 1 wrote it: no ``process`` column, version 1 everywhere."""
+    for table in schema.TABLES:
+        for path in (run / table).glob("*.parquet"):
+            t = pq.read_table(path)
+            if "process" in t.column_names:
+                t = t.drop_columns(["process"])
+            pq.write_table(t.replace_schema_metadata({"hardstat.schema_version": "1"}), path)
+    manifest = json.loads((run / "manifest.json").read_text())
+    manifest["schema_version"] = 1
+    manifest.pop("processes", None)
+    (run / "manifest.json").write_text(json.dumps(manifest))
+
+
+def test_version_1_runs_read_as_process_0_beside_version_2_runs(two_runs: list[Path]) -> None:
+    as_version_1(two_runs[0])
+    (two_runs[1] / "pairs" / "part-p000-000000.parquet").rename(
+        two_runs[1] / "pairs" / "part-p003-000000.parquet"
+    )
+    t = pq.read_table(two_runs[1] / "pairs" / "part-p003-000000.parquet")
+    meta = t.schema.metadata
+    t = t.set_column(t.column_names.index("process"), "process", pa.array([3] * len(t), pa.int16()))
+    pq.write_table(
+        t.replace_schema_metadata(meta), two_runs[1] / "pairs" / "part-p003-000000.parquet"
+    )
+    con = logs.connect(logs.find_runs(two_runs))
+    rows = logs.query(
+        con, "SELECT run, process, count(*) AS n FROM pairs GROUP BY ALL ORDER BY ALL"
+    ).to_pylist()
+    assert rows == [{"run": "a", "process": 0, "n": 16}, {"run": "b", "process": 3, "n": 24}]
+    assert con.sql("SELECT DISTINCT typeof(process) FROM pairs").fetchall() == [("SMALLINT",)]
+    # a version-1 file without a column that version 1 had is still refused
+    path = next((two_runs[0] / "evals").glob("*.parquet"))
+    t = pq.read_table(path)
+    pq.write_table(t.drop_columns(["top5"]).replace_schema_metadata(t.schema.metadata), path)
+    with pytest.raises(LogError, match="lacks column"):
+        logs.connect(logs.find_runs(two_runs))

@@ -32,7 +32,8 @@ def test_trains_and_logs_on_cuda_with_amp(tmp_path: Path) -> None:
     ranks = pairs.column("rank").to_numpy().reshape(-1, k)
     assert (np.sort(ranks, axis=1) == np.arange(1, k + 1)).all()  # a permutation per query
     in_band = pq.read_table(tmp_path / "run" / "pairs", columns=["in_band"]).column(0)
-    assert in_band.to_numpy().reshape(-1, k).sum(axis=1).tolist() == [
-        config.parsed_band.kept_count(k)
-    ] * ranks.shape[0]
+    assert (
+        in_band.to_numpy().reshape(-1, k).sum(axis=1).tolist()
+        == [config.parsed_band.kept_count(k)] * ranks.shape[0]
+    )
     assert result.knn_top1 is not None and 0.0 <= result.knn_top1 <= 1.0

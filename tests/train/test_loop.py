@@ -231,6 +231,25 @@ def test_resume_rejects_other_config_and_bad_checkpoint(tmp_path: Path) -> None:
         train(TINY, tmp_path / "missing", resume=True, progress=False)
 
 
+def test_runs_of_an_older_release_are_analysable_but_not_resumed(tmp_path: Path) -> None:
+    run_dir = tmp_path / "r"
+    train(TINY, run_dir, progress=False, stop_after=2)
+    state = load_checkpoint(checkpoint_path(run_dir))
+    torch.save({**state, "format": "hardstat-checkpoint-1"}, checkpoint_path(run_dir))
+    with pytest.raises(
+        CheckpointError, match="format hardstat-checkpoint-1, this hardstat resumes"
+    ):
+        train(TINY, run_dir, resume=True, progress=False)
+    assert load_checkpoint(checkpoint_path(run_dir), resume=False)["step"] == 2  # evaluation
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    manifest["schema_version"] = 1
+    (run_dir / "manifest.json").write_text(json.dumps(manifest))
+    before = sorted((p.name, p.stat().st_mtime_ns) for p in run_dir.rglob("*"))
+    with pytest.raises(RunError, match="can be analysed but not continued"):
+        train(TINY, run_dir, resume=True, progress=False)
+    assert sorted((p.name, p.stat().st_mtime_ns) for p in run_dir.rglob("*")) == before
+
+
 def test_untrusted_checkpoint_with_code_is_refused(tmp_path: Path) -> None:
     import pickle
 

@@ -1,0 +1,250 @@
+"""Training under torchrun: 2 CPU processes with the gloo backend, launched as users launch them.
+
+One uninterrupted 2-process run, the same config in a single process, and a 2-process run
+stopped and resumed are compared: the gathered queue, the split of every logged step's queries
+between the processes, the files each process writes, what the readers see, and resumption.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from typing import Any
+
+import duckdb
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from hardstat.cli import app
+from hardstat.config import preset
+from hardstat.errors import ConfigError
+from hardstat.logwriter import part_name
+from hardstat.train import distributed
+from hardstat.train.checkpoint import checkpoint_path, load_checkpoint
+from hardstat.train.loop import epoch_order, process_shares, train
+
+# tiny preset: B = 64 (32 per process), K = 256; 8 steps per epoch; every query logged
+OPTIONS = [
+    "--preset", "tiny", "--dataset", "synthetic:512", "--epochs", "2", "--device", "cpu",
+    "--threads", "1", "--log-every", "2", "--log-queries", "0", "-q",
+]  # fmt: skip
+CONFIG = preset("tiny").replace(
+    device="cpu",
+    threads=1,
+    **{
+        "data.dataset": "synthetic:512",
+        "optim.epochs": 2,
+        "log.every": 2,
+        "log.queries": 0,
+    },
+)
+B, K, STEPS_PER_EPOCH, STEPS = 64, 256, 8, 16
+
+
+def torchrun(*args: str, processes: int = 2, timeout: float = 240) -> subprocess.CompletedProcess:
+    """``torchrun --standalone --nproc-per-node N -m hardstat ARGS`` in a subprocess."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    for var in distributed.ENV_VARS:  # never inherit a launcher's variables
+        env.pop(var, None)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
+    cmd += ["--nproc-per-node", str(processes), "-m", "hardstat", *args]
+    return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)
+
+
+def sql(query: str, *params: Any) -> list[tuple[Any, ...]]:
+    return duckdb.connect().execute(query, list(params)).fetchall()
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    root = tmp_path_factory.mktemp("ddp")
+    full = torchrun("train", *OPTIONS, "--out", str(root), "--name", "full")
+    assert full.returncode == 0, full.stderr[-3000:]
+    stopped = torchrun("train", *OPTIONS, "--out", str(root), "--name", "resumed",
+                       "--stop-after", "5")  # fmt: skip
+    assert stopped.returncode == 0, stopped.stderr[-3000:]
+    shutil.copytree(root / "resumed", root / "stopped-copy")
+    resumed = torchrun("train", "--resume", str(root / "resumed"), "-q")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    single = train(CONFIG, root / "single", progress=False)
+    assert single.steps_done == STEPS
+    return {"root": root, "full": full, "stopped": stopped, "resumed": resumed}
+
+
+def global_batch(step: int) -> np.ndarray:
+    """The sample ids of global batch ``step`` (synthetic sample ids are positions)."""
+    epoch, i = divmod(step, STEPS_PER_EPOCH)
+    return epoch_order(512, CONFIG.seed, epoch)[i * B : (i + 1) * B].numpy()
+
+
+def test_main_process_reports_once(runs: dict[str, Any]) -> None:
+    root = runs["root"]
+    assert runs["full"].stdout.splitlines() == [str(root / "full")]
+    assert runs["full"].stderr.count("final kNN top-1") == 1
+    assert "stopped after step 5 (--stop-after)" in runs["stopped"].stderr
+
+
+def test_each_process_writes_its_own_files(runs: dict[str, Any]) -> None:
+    run = runs["root"] / "full"
+    for table in ("pairs", "queries"):
+        files = sorted(p.name for p in (run / table).iterdir())
+        assert {f[:8] for f in files} == {"part-p00"} and len(files) == 4
+        for process in (0, 1):
+            mine = [f for f in files if f.startswith(f"part-p{process:03d}-")]
+            assert mine == [part_name(process, seq) for seq in range(2)]  # one per epoch
+            for f in mine:  # the process column agrees with the file's name
+                col = pq.read_table(run / table / f, columns=["process"]).column(0)
+                assert set(col.to_pylist()) == {process}
+    for table in ("steps", "evals", "samples", "classes"):  # written by the main process only
+        assert all(p.name.startswith("part-p000-") for p in (run / table).iterdir())
+    manifest = (run / "manifest.json").read_text()
+    assert '"processes": 2' in manifest and '"status": "finished"' in manifest
+
+
+def test_gathered_queue_matches_a_single_process(runs: dict[str, Any]) -> None:
+    two = load_checkpoint(checkpoint_path(runs["root"] / "full"))["model"]
+    one = load_checkpoint(checkpoint_path(runs["root"] / "single"))["model"]
+    for buffer in ("queue.sample_ids", "queue.labels", "queue.steps", "queue.ptr"):
+        assert torch.equal(two[buffer], one[buffer]), buffer
+    assert (two["queue.sample_ids"] >= 0).all()  # a full queue, no initial keys left
+    # and the keys themselves are unit vectors from a trained key encoder
+    assert torch.allclose(two["queue.keys"].norm(dim=1), torch.ones(K), atol=1e-5)
+
+
+def test_logged_queries_cover_each_global_batch_once(runs: dict[str, Any]) -> None:
+    run = runs["root"] / "full"
+    rows = sql(
+        f"SELECT step, process, list(query_id ORDER BY query_id) FROM '{run}/queries/*.parquet' "
+        "GROUP BY ALL ORDER BY ALL"
+    )
+    assert [r[0] for r in rows] == [s for s in range(0, STEPS, 2) for _ in (0, 1)]
+    for step, process, ids in rows:
+        share = global_batch(step)[process * 32 : (process + 1) * 32]
+        assert ids == sorted(share.tolist()), (step, process)
+    (dupes,) = sql(
+        f"SELECT count(*) - count(DISTINCT (step, query_id)) FROM '{run}/queries/*.parquet'"
+    )[0]
+    assert dupes == 0
+
+
+def test_pairs_have_no_duplicates_and_match_a_single_process(runs: dict[str, Any]) -> None:
+    two, one = runs["root"] / "full", runs["root"] / "single"
+    (n, distinct_rank, queries) = sql(
+        f"SELECT count(*), count(DISTINCT (step, query_id, rank)), "
+        f"count(DISTINCT (step, query_id)) FROM '{two}/pairs/*.parquet'"
+    )[0]
+    assert n == distinct_rank == queries * K and queries == (STEPS // 2) * B
+    # (step, query_id, neg_id) repeats only where the queue itself held two keys of one image
+    # (the last batches of one epoch and the first of the next): exactly as in one process
+    multiset = "SELECT step, query_id, neg_id, count(*) AS n FROM '{}/pairs/*.parquet' GROUP BY ALL"
+    diff = sql(
+        f"(({multiset.format(two)}) EXCEPT ALL ({multiset.format(one)})) UNION ALL "
+        f"(({multiset.format(one)}) EXCEPT ALL ({multiset.format(two)}))"
+    )
+    assert diff == []
+    (within_epoch_dupes,) = sql(
+        f"SELECT count(*) FROM ({multiset.format(two)}) "
+        f"WHERE n > 1 AND step % {STEPS_PER_EPOCH} >= {K // B}"
+    )[0]
+    assert within_epoch_dupes == 0
+
+
+def test_sql_and_analyses_see_one_run(runs: dict[str, Any]) -> None:
+    run = runs["root"] / "full"
+    result = CliRunner().invoke(
+        app,
+        [
+            "sql",
+            str(run),
+            "SELECT process, count(*) AS pairs FROM pairs GROUP BY process ORDER BY process",
+            "--format",
+            "csv",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines()[1:] == [f"0,{8 * 32 * K}", f"1,{8 * 32 * K}"]
+    result = CliRunner().invoke(app, ["sql", str(run), "SELECT count(*) FROM runs", "-f", "csv"])
+    assert result.stdout.splitlines()[1] == "1"
+    # the consistency analysis counts the pairs of both processes (those with a known neg_id)
+    result = CliRunner().invoke(
+        app, ["analyze", "consistency", str(run), "--format", "json", "--permutations", "10"]
+    )
+    assert result.exit_code == 0, result.output
+    (known,) = sql(f"SELECT count(neg_id) FROM '{run}/pairs/*.parquet'")[0]
+    assert json.loads(result.stdout)["n_pairs"] == known > 8 * 32 * K
+
+
+def test_resumed_run_logs_what_an_uninterrupted_run_logs(runs: dict[str, Any]) -> None:
+    full, resumed = runs["root"] / "full", runs["root"] / "resumed"
+    assert not (resumed / "superseded").exists()
+    for table, key in [
+        ("pairs", "step, query_id, rank"),
+        ("queries", "step, query_id"),
+        ("steps", "step"),
+        ("evals", "step, kind"),
+    ]:
+        a = sql(f"SELECT * EXCLUDE (run) FROM '{full}/{table}/*.parquet' ORDER BY {key}")
+        b = sql(f"SELECT * EXCLUDE (run) FROM '{resumed}/{table}/*.parquet' ORDER BY {key}")
+        assert len(a) == len(b) > 0, table
+        if table == "steps":  # wall-clock seconds differ; everything else is identical
+            a = [r[:-2] + r[-1:] for r in a]
+            b = [r[:-2] + r[-1:] for r in b]
+        assert a == b, table
+
+
+def test_resume_with_another_process_count_is_refused(runs: dict[str, Any]) -> None:
+    stopped = runs["root"] / "stopped-copy"
+    before = sorted((p.name, p.stat().st_mtime_ns) for p in stopped.rglob("*") if p.is_file())
+    result = CliRunner().invoke(app, ["train", "--resume", str(stopped), "-q"])
+    assert result.exit_code == 1
+    assert "was trained by 2 process(es) and this resume has 1" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    after = sorted((p.name, p.stat().st_mtime_ns) for p in stopped.rglob("*") if p.is_file())
+    assert before == after
+
+
+def test_an_error_stops_every_process_with_one_line(runs: dict[str, Any]) -> None:
+    # the run exists: the main process refuses, the other learns it instead of waiting forever
+    again = torchrun("train", *OPTIONS, "--out", str(runs["root"]), "--name", "full", timeout=120)
+    assert again.returncode != 0
+    errors = [line for line in again.stderr.splitlines() if line.startswith("Error:")]
+    assert errors == [
+        f"Error: run directory {runs['root'] / 'full'} already exists; choose another --name, "
+        f"delete it, or continue it with --resume {runs['root'] / 'full'}"
+    ]
+
+
+def test_process_shares() -> None:
+    assert process_shares(256, 8, 1) == (256, 8)
+    assert process_shares(256, 8, 4) == (64, 2)
+    with pytest.raises(ConfigError, match="not divisible by the 3 processes"):
+        process_shares(256, 6, 3)
+    with pytest.raises(ConfigError, match=r"use --set model.bn_splits=4"):
+        process_shares(256, 6, 4)
+    p = [distributed.Processes(i, 3) for i in range(3)]
+    assert [x.share(64) for x in p] == [22, 21, 21] and sum(x.share(5) for x in p) == 5
+
+
+def test_one_process_needs_no_process_group() -> None:
+    assert not distributed.active()
+    x = torch.arange(6).view(3, 2)
+    assert distributed.concat_all_gather(x) is x
+    assert distributed.gather_objects({"a": 1}) == [{"a": 1}]
+    assert distributed.any_process(True) and not distributed.any_process(False)
+
+
+def test_launcher_variables_are_checked(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.delenv("RANK", raising=False)
+    with pytest.raises(ConfigError, match="launch with torchrun"):
+        distributed.from_environment()
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    with pytest.raises(ConfigError, match="each process takes cuda:LOCAL_RANK"):
+        distributed.setup_device("cuda:0", distributed.from_environment())
