@@ -61,7 +61,7 @@ def fake_step(b: int, k: int, gen: torch.Generator):  # type: ignore[no-untyped-
         l_pos=l_pos,
         l_neg=l_neg,
         mask=None,
-        neg_ids=torch.randperm(50_000, generator=gen)[:k],
+        neg_ids=torch.randperm(max(50_000, 2 * k), generator=gen)[:k],
     )
     return out
 
@@ -188,6 +188,8 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--part", choices=["logger", "training", "all"], default="all")
     p.add_argument("--steps", type=int, default=40, help="logged steps for the logger part")
+    p.add_argument("--batch", type=int, default=256, help="logged queries per step (logger part)")
+    p.add_argument("--queue-size", type=int, default=4096, help="K for the logger part")
     p.add_argument("--train-steps", type=int, default=100, help="steps per training setting")
     p.add_argument("--rounds", type=int, default=3, help="interleaved rounds of all settings")
     p.add_argument("--threads", type=int, default=2)
@@ -199,7 +201,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     print(f"machine: {machine()}")
     if args.part in ("logger", "all"):
-        bench_logger(args.steps, 256, 4096)
+        bench_logger(args.steps, args.batch, args.queue_size)
     if args.part in ("training", "all"):
         dataset = args.dataset or (f"npz:{CIFAR}" if CIFAR.is_dir() else "synthetic:20000")
         if args.dataset is None and not CIFAR.is_dir():

@@ -19,6 +19,12 @@ from hardstat.errors import LogError, RunError
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._=+-]*$")
 
 
+def main_process() -> bool:
+    """Whether this is the process that reports and writes shared files: always without a
+    launcher, process 0 (``RANK``) under torchrun. Needs no torch."""
+    return os.environ.get("RANK", "0") == "0"
+
+
 def check_run_name(name: str) -> str:
     if not _NAME.match(name):
         raise RunError(

@@ -507,7 +507,8 @@ class SweepReport:
 def execute(
     sweep: Sweep, indices: Sequence[int] | None = None, *, progress: bool = True
 ) -> SweepReport:
-    """Train the selected runs (all by default) one after the other, in this process.
+    """Train the selected runs (all by default) one after the other, in this process (or,
+    under torchrun, in every process together: each run is trained by all of them).
 
     Finished runs are skipped, interrupted (or crashed) runs with a checkpoint resumed, run
     directories without a checkpoint moved to ``.failed/`` and restarted, the rest started.
@@ -518,6 +519,7 @@ def execute(
 
     from hardstat.train.loop import train
 
+    progress = progress and runs.main_process()
     selected = _selected(sweep, indices)
     for run in selected:  # refuse foreign run directories before training anything
         _check_run_config(sweep, run, run_status(sweep.run_dir(run)))
@@ -548,7 +550,9 @@ def execute(
             t0 = time.perf_counter()
             try:
                 if status == "failed":
-                    set_aside, action = _set_aside(sweep, run), "restarted"
+                    action = "restarted"
+                    if runs.main_process():  # under torchrun, process 0 moves it
+                        set_aside = _set_aside(sweep, run)
                 result = train(run.config, run_dir, resume=action == "resumed", progress=progress)
                 stopped = result.interrupted
             except KeyboardInterrupt:  # outside the trainer's clean-stop window, or a 2nd Ctrl-C

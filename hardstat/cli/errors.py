@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import functools
-import os
 from collections.abc import Callable
 from typing import ParamSpec, TypeVar
 
 import typer
 
 from hardstat.errors import HardstatError
+from hardstat.runs import main_process
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -26,7 +26,7 @@ def reports_errors(command: Callable[P, R]) -> Callable[P, R]:
         try:
             return command(*args, **kwargs)
         except HardstatError as e:
-            if os.environ.get("RANK", "0") == "0":
+            if main_process():
                 typer.echo(f"Error: {e}", err=True)
             raise typer.Exit(1) from None
 

@@ -129,6 +129,7 @@ def sweep(
 
     * `hardstat sweep --out sweeps/c10 --index 3`
     """
+    from hardstat import runs
     from hardstat import sweep as sw
 
     overrides: dict[str, Any] = {
@@ -183,6 +184,8 @@ def sweep(
         return
 
     report = sw.execute(plan, indices, progress=not quiet)
+    if not runs.main_process():  # under torchrun, process 0 reports
+        raise typer.Exit(130 if report.interrupted else 0)
     typer.echo(sw.format_summary(report.outcomes), err=True)
     if report.interrupted:
         stopped = next(o for o in report.outcomes if o.action == "stopped")

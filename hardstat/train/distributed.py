@@ -13,6 +13,7 @@ per-process checkpoint state, errors), so they never wait for the GPU.
 
 from __future__ import annotations
 
+import atexit
 import datetime
 import os
 import pickle
@@ -56,7 +57,6 @@ class Processes:
 
 
 _control: Any = None  # the gloo group for host-side messages
-_initialized_here = False
 
 
 def from_environment() -> Processes:
@@ -78,31 +78,33 @@ def setup(device: str) -> tuple[Processes, torch.device]:
     """Join the process group if launched by torchrun; return this process and its device.
 
     ``device`` is the config's: ``auto`` or ``cuda`` becomes ``cuda:LOCAL_RANK`` when several
-    processes train, ``cpu`` trains with gloo.
+    processes train, ``cpu`` trains with gloo. The group is joined once per process and left
+    at exit, so one process can train several runs (a sweep) in turn: joining a second time
+    would read the first group's stale addresses from torchrun's store.
     """
-    global _control, _initialized_here
+    global _control
     procs = from_environment()
     dev = _device(device, procs)
     if not procs.distributed:
         return procs, dev
+    if dev.type == "cuda":
+        torch.cuda.set_device(dev)
     if not dist.is_initialized():
-        if dev.type == "cuda":
-            torch.cuda.set_device(dev)
         backend = "nccl" if dev.type == "cuda" else "gloo"
         dist.init_process_group(backend, timeout=TIMEOUT)
-        _initialized_here = True
+        atexit.register(_leave)
     if dist.get_world_size() != procs.count or dist.get_rank() != procs.index:
         raise ConfigError("the process group disagrees with RANK/WORLD_SIZE; relaunch")
-    _control = dist.new_group(backend="gloo", timeout=TIMEOUT)
+    if _control is None:
+        _control = dist.new_group(backend="gloo", timeout=TIMEOUT)
     return procs, dev
 
 
-def teardown() -> None:
-    """Leave the process group if :func:`setup` joined it."""
-    global _control, _initialized_here
-    if _initialized_here and dist.is_initialized():
+def _leave() -> None:
+    global _control
+    if dist.is_initialized():
         dist.destroy_process_group()
-    _control, _initialized_here = None, False
+    _control = None
 
 
 def setup_device(name: str, procs: Processes | None = None) -> torch.device:

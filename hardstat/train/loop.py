@@ -208,10 +208,7 @@ def train(
     logs, status 'interrupted') once that many steps are done, exactly as a Ctrl-C would.
     """
     procs, device = distributed.setup(config.device)
-    try:
-        return _train(config, Path(run_dir), procs, device, resume, progress, stop_after)
-    finally:
-        distributed.teardown()
+    return _train(config, Path(run_dir), procs, device, resume, progress, stop_after)
 
 
 def _train(

@@ -12,6 +12,7 @@ import os
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 from typing import Any
 
 import duckdb
@@ -248,3 +249,21 @@ def test_launcher_variables_are_checked(monkeypatch: pytest.MonkeyPatch) -> None
     monkeypatch.setenv("LOCAL_RANK", "1")
     with pytest.raises(ConfigError, match="each process takes cuda:LOCAL_RANK"):
         distributed.setup_device("cuda:0", distributed.from_environment())
+
+
+def test_a_sweep_under_torchrun_trains_each_run_with_every_process(tmp_path: Path) -> None:
+    out = tmp_path / "sweep"
+    args = ["sweep", "--preset", "tiny", "--dataset", "synthetic:512", "--epochs", "1",
+            "--bands", "0-100,0-5", "--seeds", "0", "--out", str(out), "-q",
+            "--set", "device=cpu", "--set", "threads=1"]  # fmt: skip
+    result = torchrun(*args)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.splitlines() == [str(out)]  # reported once, by process 0
+    assert result.stderr.count("0-5-s0") == 1
+    for name in ("0-100-s0", "0-5-s0"):
+        manifest = json.loads((out / name / "manifest.json").read_text())
+        assert manifest["processes"] == 2 and manifest["status"] == "finished"
+        files = {p.name[:7] for p in (out / name / "pairs").iterdir()}
+        assert files == {"part-p0"} and len(list((out / name / "pairs").iterdir())) == 2
+    status = json.loads((out / "sweep.json").read_text())
+    assert [r["status"] for r in status["runs"]] == ["finished", "finished"]
