@@ -220,6 +220,10 @@ def _header(infos: Sequence[RunInfo], runs: list[dict[str, Any]], created: str) 
         ("bands", ", ".join(bands)),
         ("seeds", ", ".join(map(str, seeds)) or "—"),
         (
+            "training processes",
+            ", ".join(map(str, sorted({int(r.get("processes") or 1) for r in runs}))),
+        ),
+        (
             "hardstat version",
             f"{__version__} (report); {', '.join(trained) or 'unknown'} (training)",
         ),
@@ -573,7 +577,8 @@ def build_report(
     try:
         runs = logs.query(
             con,
-            "SELECT run, band, band_kept, queue_size, seed, status, epochs_done, steps_done "
+            "SELECT run, band, band_kept, queue_size, seed, status, epochs_done, steps_done, "
+            "processes "
             "FROM runs ORDER BY run",
         ).to_pylist()
         n_bands = len({canonical_band(r["band"]) for r in runs})
