@@ -29,6 +29,7 @@ from hardstat.logwriter import part_name
 from hardstat.train import distributed
 from hardstat.train.checkpoint import checkpoint_path, load_checkpoint
 from hardstat.train.loop import epoch_order, process_shares, train
+from hardstat.train.model import MoCo
 
 # tiny preset: B = 64 (32 per process), K = 256; 8 steps per epoch; every query logged
 OPTIONS = [
@@ -267,3 +268,48 @@ def test_a_sweep_under_torchrun_trains_each_run_with_every_process(tmp_path: Pat
         assert files == {"part-p0"} and len(list((out / name / "pairs").iterdir())) == 2
     status = json.loads((out / "sweep.json").read_text())
     assert [r["status"] for r in status["runs"]] == ["finished", "finished"]
+
+
+def _keys_in_two_processes(rank: int, store: str, out: str) -> None:
+    """One of 2 gloo processes: MoCo keys of its share, with the cross-process shuffle."""
+    os.environ.update(RANK=str(rank), WORLD_SIZE="2", LOCAL_RANK=str(rank))
+    torch.distributed.init_process_group(
+        "gloo", init_method=f"file://{store}", rank=rank, world_size=2
+    )
+    distributed.setup("cpu")  # the control group
+    torch.manual_seed(0)
+    moco = MoCo(backbone="convnet", width=8, dim=16, queue_size=32, bn_splits=1)
+    images = torch.randn(8, 3, 16, 16, generator=torch.Generator().manual_seed(1))  # global
+    share = images[rank * 4 : (rank + 1) * 4]
+    gen = torch.Generator().manual_seed(10 + rank)
+    moco.encoder_k.eval()  # BN from running statistics: a key no longer depends on its batch
+    k, k_all = moco.keys(share, gen)
+    reference = moco.encoder_k(images)  # (8, C), no shuffle at all
+    moco.encoder_k.train()
+    k_train, _ = moco.keys(share, gen)
+    torch.save({"k": k, "k_all": k_all, "reference": reference, "k_train": k_train}, out)
+    torch.distributed.destroy_process_group()
+
+
+def test_cross_process_shuffle_returns_every_key_to_its_image(tmp_path: Path) -> None:
+    outs = [str(tmp_path / f"p{r}.pt") for r in (0, 1)]
+    ctx = torch.multiprocessing.get_context("spawn")
+    procs = [
+        ctx.Process(target=_keys_in_two_processes, args=(r, str(tmp_path / "store"), outs[r]))
+        for r in (0, 1)
+    ]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(120)
+        assert p.exitcode == 0
+    got = [torch.load(o) for o in outs]
+    for rank, g in enumerate(got):
+        # with batch-independent BN the shuffle must be invisible: keys in image order
+        torch.testing.assert_close(g["k_all"], g["reference"], rtol=0, atol=1e-6)
+        torch.testing.assert_close(g["k"], g["reference"][rank * 4 : (rank + 1) * 4])
+    torch.testing.assert_close(got[0]["k_all"], got[1]["k_all"], rtol=0, atol=0)
+    # in training mode each key is normalised with the share it was shuffled into, so the keys
+    # differ from an unshuffled pass (the point of the shuffle), yet stay unit vectors
+    assert not torch.allclose(got[0]["k_train"], got[0]["reference"][:4], atol=1e-3)
+    torch.testing.assert_close(got[0]["k_train"].norm(dim=1), torch.ones(4))
