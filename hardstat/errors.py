@@ -4,7 +4,13 @@ from __future__ import annotations
 
 
 class HardstatError(Exception):
-    """Base class: a user-facing problem with a one-line message that says what to do."""
+    """Base class: a user-facing problem with a one-line message that says what to do.
+
+    ``reported_elsewhere`` is set on the copies that other training processes raise under
+    torchrun, so the message is printed once, by the process where it arose.
+    """
+
+    reported_elsewhere: bool = False
 
 
 class ConfigError(HardstatError):

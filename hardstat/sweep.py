@@ -517,13 +517,27 @@ def execute(
     """
     from tqdm import tqdm
 
+    from hardstat.train import distributed
     from hardstat.train.loop import train
 
-    progress = progress and runs.main_process()
+    main = runs.main_process()
+    progress = progress and main
     selected = _selected(sweep, indices)
-    for run in selected:  # refuse foreign run directories before training anything
-        _check_run_config(sweep, run, run_status(sweep.run_dir(run)))
-    save(sweep)
+    if selected and distributed.from_environment().distributed:  # under torchrun
+        distributed.setup(selected[0].config.device)
+
+    def status_of(run: PlannedRun) -> str:
+        # process 0 looks, the others follow: it may be moving a failed run aside meanwhile
+        return distributed.broadcast_object(run_status(sweep.run_dir(run)) if main else "")
+
+    def save_status() -> None:
+        if main:
+            save(sweep)
+
+    with distributed.agreed():  # refuse foreign run directories before training anything
+        for run in selected:
+            _check_run_config(sweep, run, status_of(run))
+    save_status()
     outcomes: list[RunOutcome] = []
     interrupted = False
     bar = tqdm(
@@ -540,7 +554,7 @@ def execute(
         for run in selected:
             current, run_dir = run, sweep.run_dir(run)
             bar.set_description(f"sweep: {run.name}")
-            status = run_status(run_dir)
+            status = status_of(run)
             if status == "finished":
                 outcomes.append(_outcome(sweep, run, "skipped"))
                 bar.update(1)
@@ -558,9 +572,11 @@ def execute(
             except KeyboardInterrupt:  # outside the trainer's clean-stop window, or a 2nd Ctrl-C
                 stopped = True
             except HardstatError as e:
-                raise type(e)(f"run {run.name}: {e}") from e
+                named = type(e)(f"run {run.name}: {e}")
+                named.reported_elsewhere = e.reported_elsewhere  # printed once under torchrun
+                raise named from e
             finally:
-                save(sweep)
+                save_status()
             outcome = _outcome(sweep, run, "stopped" if stopped else action, set_aside)
             outcomes.append(outcome)
             if stopped:

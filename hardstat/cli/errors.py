@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import os
 from collections.abc import Callable
 from typing import ParamSpec, TypeVar
 
@@ -18,7 +19,8 @@ R = TypeVar("R")
 def reports_errors(command: Callable[P, R]) -> Callable[P, R]:
     """Wrap a command so a HardstatError prints one line and exits with code 1.
 
-    Under torchrun every process raises the same error; only process 0 (``RANK``) prints it.
+    Under torchrun an error is printed once, by the process where it arose (prefixed with
+    ``[process N]`` unless that is process 0); the copies other processes raise stay silent.
     """
 
     @functools.wraps(command)
@@ -26,8 +28,9 @@ def reports_errors(command: Callable[P, R]) -> Callable[P, R]:
         try:
             return command(*args, **kwargs)
         except HardstatError as e:
-            if main_process():
-                typer.echo(f"Error: {e}", err=True)
+            if not e.reported_elsewhere:
+                where = "" if main_process() else f"[process {os.environ['RANK']}] "
+                typer.echo(f"{where}Error: {e}", err=True)
             raise typer.Exit(1) from None
 
     return wrapper

@@ -14,10 +14,11 @@ per-process checkpoint state, errors), so they never wait for the GPU.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import datetime
 import os
 import pickle
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -84,7 +85,11 @@ def setup(device: str) -> tuple[Processes, torch.device]:
     """
     global _control
     procs = from_environment()
-    dev = _device(device, procs)
+    try:
+        dev = _device(device, procs)
+    except HardstatError as e:  # before any group exists: each process checks the same
+        e.reported_elsewhere = not procs.main  # config, and process 0 reports
+        raise
     if not procs.distributed:
         return procs, dev
     if dev.type == "cuda":
@@ -117,7 +122,7 @@ def _device(name: str, procs: Processes) -> torch.device:
         name = "cuda" if torch.cuda.is_available() else "cpu"
     device = torch.device(name)
     if device.type == "cuda":
-        if procs.distributed and device.index not in (None, procs.local):
+        if procs.distributed and device.index is not None:
             raise ConfigError(
                 f"--device {name} cannot be used with several processes: each process "
                 "takes cuda:LOCAL_RANK; give --device cuda"
@@ -137,8 +142,9 @@ def active() -> bool:
 
 def data_parallel(module: torch.nn.Module) -> torch.nn.Module:
     """``module`` in DistributedDataParallel, gradients averaged over processes; buffers are
-    synced once at the start and not re-broadcast every step (MoCo keeps its queue identical by
-    construction, and BatchNorm statistics stay per process, as in MoCo)."""
+    not re-broadcast every step (MoCo keeps its queue identical by construction, every process
+    builds the model from the same seed, and BatchNorm statistics stay per process, as in
+    MoCo)."""
     import inspect
 
     ddp = torch.nn.parallel.DistributedDataParallel
@@ -209,26 +215,31 @@ def barrier() -> None:
         dist.barrier(group=_control)
 
 
-def main_first(fn: Callable[[], T]) -> T:
-    """Run ``fn`` on the main process, then on the others (e.g. a download, then reading it).
+def local_first(fn: Callable[[], T]) -> T:
+    """Run ``fn`` on the first process of every machine (LOCAL_RANK 0), then on the others:
+    e.g. a download into a per-machine directory, then reading it.
 
-    A :class:`HardstatError` on the main process is raised on every process, so none waits for
-    a process that has already failed.
+    A :class:`HardstatError` in any process is raised on every process, so none waits for a
+    process that has already failed.
     """
     if not active():
         return fn()
     procs = from_environment()
-    error: HardstatError | None = None
     result: T | None = None
-    if procs.main:
+    error: HardstatError | None = None
+    if procs.local == 0:
         try:
             result = fn()
         except HardstatError as e:
             error = e
-    error = broadcast_object(_picklable(error))
-    if error is not None:
-        raise error
-    return fn() if not procs.main else result  # type: ignore[return-value]
+    raise_if_any(error)  # every process, both times: these are collectives
+    if procs.local != 0:
+        try:
+            result = fn()
+        except HardstatError as e:
+            error = e
+    raise_if_any(error)
+    return result  # type: ignore[return-value]
 
 
 def on_main(fn: Callable[[], object]) -> None:
@@ -242,9 +253,39 @@ def on_main(fn: Callable[[], object]) -> None:
             fn()
         except HardstatError as e:
             error = e
-    error = broadcast_object(_picklable(error))
-    if error is not None:
-        raise error
+    raise_if_any(error)
+
+
+@contextlib.contextmanager
+def agreed() -> Iterator[None]:
+    """Collective: the block succeeds on every process, or every process raises (the error of
+    the lowest-numbered failing process, printed once, by that process)."""
+    try:
+        yield
+    except HardstatError as e:
+        raise_if_any(e)
+    raise_if_any(None)
+
+
+def raise_if_any(mine: HardstatError | None) -> None:
+    """Collective: if any process has an error, raise on every process. The lowest-numbered
+    failing process raises its own error; every other process raises a copy of it marked
+    ``reported_elsewhere``, so an error that all processes hit is printed once, and one that
+    only process N hits is printed by process N."""
+    if not active():
+        if mine is not None:
+            raise mine
+        return
+    errors = gather_objects(_picklable(mine))
+    failed = [i for i, e in enumerate(errors) if e is not None]
+    if not failed:
+        return
+    if failed[0] == dist.get_rank() and mine is not None:
+        raise mine
+    first = errors[failed[0]]
+    assert first is not None
+    first.reported_elsewhere = True
+    raise first from None
 
 
 def _picklable(error: HardstatError | None) -> HardstatError | None:

@@ -224,52 +224,53 @@ def _train(
     run_dir = distributed.broadcast_object(run_dir)
     if config.threads:
         torch.set_num_threads(config.threads)
-    # a resumed run reads the dataset from where the run first found it (an absolute spec), so
-    # a relative npz:../path still works from another working directory
-    if resume:
-        manifest = runs.read_manifest(run_dir)
-        runs.check_writable(run_dir, manifest)
-        spec = manifest["dataset"]["spec"]
-    else:
-        spec = config.data.dataset
-    dataset = distributed.main_first(  # the main process downloads, if anything is downloaded
-        lambda: load_dataset(
-            spec,
-            download=config.data.download,
-            image_size=config.data.image_size,
-            subset=config.data.subset,
-            seed=config.seed,
-        )
-    )
-    big_b, k, p = config.optim.batch_size, config.model.queue_size, procs.count
-    b, bn_splits = process_shares(big_b, config.model.bn_splits, p)
-    steps_per_epoch = len(dataset.train) // big_b
-    if steps_per_epoch == 0:
-        raise ConfigError(
-            f"batch size {big_b} is larger than the {len(dataset.train)} training images; "
-            "lower --batch-size"
-        )
-    total_steps = steps_per_epoch * config.optim.epochs
-    band = config.parsed_band
-
     state: dict[str, Any] | None = None
     mine: dict[str, Any] | None = None  # this process's entry of the checkpoint
-    if resume:
-        state = load_checkpoint(checkpoint_path(run_dir))
-        saved = TrainConfig.from_dict(json.loads(state["config"]))
-        if saved != config:
-            raise ConfigError(
-                f"the config differs from the one {run_dir} was trained with; resume with "
-                "only --resume RUN (the saved config is used)"
+    with distributed.agreed():  # every process passes these checks, or all stop with one error
+        # a resumed run reads the dataset from where the run first found it (an absolute
+        # spec), so a relative npz:../path still works from another working directory
+        if resume:
+            manifest = runs.read_manifest(run_dir)
+            runs.check_writable(run_dir, manifest)
+            spec = manifest["dataset"]["spec"]
+        else:
+            spec = config.data.dataset
+        dataset = distributed.local_first(  # one process per machine downloads, if anything is
+            lambda: load_dataset(
+                spec,
+                download=config.data.download,
+                image_size=config.data.image_size,
+                subset=config.data.subset,
+                seed=config.seed,
             )
-        if len(state["processes"]) != p:
+        )
+        big_b, k, p = config.optim.batch_size, config.model.queue_size, procs.count
+        b, bn_splits = process_shares(big_b, config.model.bn_splits, p)
+        steps_per_epoch = len(dataset.train) // big_b
+        if steps_per_epoch == 0:
             raise ConfigError(
-                f"{run_dir} was trained by {len(state['processes'])} process(es) and this "
-                f"resume has {p}; resume it with the same count (torchrun --nproc-per-node "
-                "and --nnodes), so every process continues its own random streams and logs"
+                f"batch size {big_b} is larger than the {len(dataset.train)} training images; "
+                "lower --batch-size"
             )
-        mine = state["processes"][procs.index]
-    else:
+        total_steps = steps_per_epoch * config.optim.epochs
+        band = config.parsed_band
+
+        if resume:
+            state = load_checkpoint(checkpoint_path(run_dir))
+            saved = TrainConfig.from_dict(json.loads(state["config"]))
+            if saved != config:
+                raise ConfigError(
+                    f"the config differs from the one {run_dir} was trained with; resume with "
+                    "only --resume RUN (the saved config is used)"
+                )
+            if len(state["processes"]) != p:
+                raise ConfigError(
+                    f"{run_dir} was trained by {len(state['processes'])} process(es) and this "
+                    f"resume has {p}; resume it with the same count (torchrun --nproc-per-node "
+                    "and --nnodes), so every process continues its own random streams and logs"
+                )
+            mine = state["processes"][procs.index]
+    if not resume:
         distributed.on_main(lambda: _new_run(run_dir, config, dataset, device, p))
 
     torch.manual_seed(config.seed)  # the same initial weights and queue in every process

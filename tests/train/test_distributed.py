@@ -270,46 +270,125 @@ def test_a_sweep_under_torchrun_trains_each_run_with_every_process(tmp_path: Pat
     assert [r["status"] for r in status["runs"]] == ["finished", "finished"]
 
 
-def _keys_in_two_processes(rank: int, store: str, out: str) -> None:
-    """One of 2 gloo processes: MoCo keys of its share, with the cross-process shuffle."""
+def _join(rank: int, store: str) -> None:
+    """Make this spawned process one of 2 gloo processes, as torchrun would."""
     os.environ.update(RANK=str(rank), WORLD_SIZE="2", LOCAL_RANK=str(rank))
     torch.distributed.init_process_group(
         "gloo", init_method=f"file://{store}", rank=rank, world_size=2
     )
     distributed.setup("cpu")  # the control group
-    torch.manual_seed(0)
-    moco = MoCo(backbone="convnet", width=8, dim=16, queue_size=32, bn_splits=1)
-    images = torch.randn(8, 3, 16, 16, generator=torch.Generator().manual_seed(1))  # global
-    share = images[rank * 4 : (rank + 1) * 4]
-    gen = torch.Generator().manual_seed(10 + rank)
-    moco.encoder_k.eval()  # BN from running statistics: a key no longer depends on its batch
-    k, k_all = moco.keys(share, gen)
-    reference = moco.encoder_k(images)  # (8, C), no shuffle at all
-    moco.encoder_k.train()
-    k_train, _ = moco.keys(share, gen)
-    torch.save({"k": k, "k_all": k_all, "reference": reference, "k_train": k_train}, out)
-    torch.distributed.destroy_process_group()
 
 
-def test_cross_process_shuffle_returns_every_key_to_its_image(tmp_path: Path) -> None:
+def _spawn_two(target: Any, tmp_path: Path) -> list[dict[str, Any]]:
+    """Run ``target(rank, store, out)`` in 2 spawned processes; their saved results."""
     outs = [str(tmp_path / f"p{r}.pt") for r in (0, 1)]
     ctx = torch.multiprocessing.get_context("spawn")
-    procs = [
-        ctx.Process(target=_keys_in_two_processes, args=(r, str(tmp_path / "store"), outs[r]))
-        for r in (0, 1)
-    ]
+    procs = [ctx.Process(target=target, args=(r, str(tmp_path / "store"), outs[r])) for r in (0, 1)]
     for p in procs:
         p.start()
     for p in procs:
         p.join(120)
         assert p.exitcode == 0
-    got = [torch.load(o) for o in outs]
+    return [torch.load(o, weights_only=False) for o in outs]
+
+
+def _keys_in_two_processes(rank: int, store: str, out: str) -> None:
+    """One of 2 processes: MoCo keys of its share, with the cross-process shuffle."""
+    _join(rank, store)
+    torch.manual_seed(0)
+    moco = MoCo(backbone="convnet", width=8, dim=16, queue_size=32, bn_splits=1)
+    images = torch.randn(8, 3, 16, 16, generator=torch.Generator().manual_seed(1))  # global
+    share = images[rank * 4 : (rank + 1) * 4]
+    gen = torch.Generator().manual_seed(10 + rank)  # process 0's draws the shuffles
+    moco.encoder_k.eval()  # BN from running statistics: a key no longer depends on its batch
+    k_eval, k_all_eval = moco.keys(share, gen)
+    with torch.no_grad():
+        eval_reference = moco.encoder_k(images)  # (8, C) no shuffle at all
+    moco.encoder_k.train()  # BN from the statistics of each process's (shuffled) share
+    k, k_all = moco.keys(share, gen)
+    result = {"k_eval": k_eval, "k_all_eval": k_all_eval, "k": k, "k_all": k_all}
+    result["eval_reference"] = eval_reference
+    with torch.no_grad():  # (train-mode outputs depend on weights and batch statistics only)
+        g = torch.Generator().manual_seed(10)  # process 0's generator, replayed
+        torch.randperm(8, generator=g)  # the shuffle of the eval-mode call
+        idx = torch.randperm(8, generator=g)  # the shuffle of the train-mode call
+        shares = [moco.encoder_k(images[idx[p * 4 : (p + 1) * 4]]) for p in (0, 1)]
+        result["train_reference"] = torch.cat(shares)[torch.argsort(idx)]
+        unshuffled = [moco.encoder_k(images[p * 4 : (p + 1) * 4]) for p in (0, 1)]
+        result["train_unshuffled"] = torch.cat(unshuffled)
+    torch.save(result, out)
+    torch.distributed.destroy_process_group()
+
+
+def test_cross_process_shuffle_returns_every_key_to_its_image(tmp_path: Path) -> None:
+    got = _spawn_two(_keys_in_two_processes, tmp_path)
     for rank, g in enumerate(got):
+        mine = slice(rank * 4, (rank + 1) * 4)
         # with batch-independent BN the shuffle must be invisible: keys in image order
-        torch.testing.assert_close(g["k_all"], g["reference"], rtol=0, atol=1e-6)
-        torch.testing.assert_close(g["k"], g["reference"][rank * 4 : (rank + 1) * 4])
+        torch.testing.assert_close(g["k_all_eval"], g["eval_reference"], rtol=0, atol=1e-6)
+        torch.testing.assert_close(g["k_eval"], g["eval_reference"][mine], rtol=0, atol=1e-6)
+        # in training mode each key is normalised with the share it was shuffled into: exactly
+        # the keys of process 0's permutation, encoded share by share, put back in image order
+        torch.testing.assert_close(g["k_all"], g["train_reference"], rtol=0, atol=1e-6)
+        torch.testing.assert_close(g["k"], g["train_reference"][mine], rtol=0, atol=1e-6)
     torch.testing.assert_close(got[0]["k_all"], got[1]["k_all"], rtol=0, atol=0)
-    # in training mode each key is normalised with the share it was shuffled into, so the keys
-    # differ from an unshuffled pass (the point of the shuffle), yet stay unit vectors
-    assert not torch.allclose(got[0]["k_train"], got[0]["reference"][:4], atol=1e-3)
-    torch.testing.assert_close(got[0]["k_train"].norm(dim=1), torch.ones(4))
+    # and that differs from normalising each process's own, unshuffled share
+    assert not torch.allclose(got[0]["k_all"], got[0]["train_unshuffled"], atol=1e-3)
+
+
+def _errors_in_two_processes(rank: int, store: str, out: str) -> None:
+    """One of 2 processes: which error each raises when one or both fail in agreed()."""
+    from hardstat.errors import DatasetError
+
+    _join(rank, store)
+    seen = []
+    for failing in ({1}, {0, 1}, set()):
+        try:
+            with distributed.agreed():
+                if rank in failing:
+                    cls = ConfigError if rank == 0 else DatasetError
+                    raise cls(f"failed in process {rank}")
+            seen.append(None)
+        except (ConfigError, DatasetError) as e:
+            seen.append((type(e).__name__, str(e), e.reported_elsewhere))
+    torch.save({"seen": seen}, out)
+    torch.distributed.destroy_process_group()
+
+
+def test_an_error_on_any_process_stops_all_and_is_reported_once(tmp_path: Path) -> None:
+    got = _spawn_two(_errors_in_two_processes, tmp_path)
+    # only process 1 fails: it reports its own error, process 0 raises a silent copy
+    assert got[1]["seen"][0] == ("DatasetError", "failed in process 1", False)
+    assert got[0]["seen"][0] == ("DatasetError", "failed in process 1", True)
+    # both fail: process 0's error is the one, reported by process 0 only
+    assert got[0]["seen"][1] == ("ConfigError", "failed in process 0", False)
+    assert got[1]["seen"][1] == ("ConfigError", "failed in process 0", True)
+    # nobody fails: nothing raised anywhere
+    assert got[0]["seen"][2] is None and got[1]["seen"][2] is None
+
+
+def test_the_cli_prints_an_error_once_and_names_its_process(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import typer
+
+    from hardstat.cli.errors import reports_errors
+
+    def fails(elsewhere: bool) -> None:
+        error = ConfigError("bad thing; do this")
+        error.reported_elsewhere = elsewhere
+        raise error
+
+    command = reports_errors(fails)
+    monkeypatch.setenv("RANK", "1")
+    with pytest.raises(typer.Exit) as e:
+        command(False)
+    assert e.value.exit_code == 1
+    assert capsys.readouterr().err == "[process 1] Error: bad thing; do this\n"
+    with pytest.raises(typer.Exit):
+        command(True)
+    assert capsys.readouterr().err == ""
+    monkeypatch.setenv("RANK", "0")
+    with pytest.raises(typer.Exit):
+        command(False)
+    assert capsys.readouterr().err == "Error: bad thing; do this\n"
