@@ -32,7 +32,6 @@ from hardstat.errors import ConfigError, HardstatError, LogError, WordNetError
 if TYPE_CHECKING:
     import duckdb
 
-    from hardstat.analysis.ablation import BandAblation
     from hardstat.analysis.consistency import ConsistencyResult
     from hardstat.analysis.logs import RunInfo
     from hardstat.analysis.semantic import SemanticResult
@@ -251,34 +250,6 @@ def _header(infos: Sequence[RunInfo], runs: list[dict[str, Any]], created: str) 
     )
 
 
-def band_rows(result: BandAblation) -> tuple[list[str], list[list[str]]]:
-    """Columns and rows of the per-band table (accuracy in %)."""
-    ref = result.reference
-    linear = result.has_linear
-    cols = ["band", "kept %", "seeds", "kNN top-1 %", "best kNN %", f"Δ kNN vs {ref} (pp)"]
-    if linear:
-        cols += ["linear top-1 %", f"Δ linear vs {ref} (pp)"]
-    rows = []
-    for b in result.bands.iter_rows(named=True):
-        diff = b["diff_from_all"]
-        row = [
-            str(b["band"]),
-            pct(b["kept_fraction"]).rstrip("0").rstrip("."),
-            str(b["n_seeds"]),
-            mean_std(b["knn_top1_mean"], b["knn_top1_std"]),
-            mean_std(b["knn_top1_best_mean"], b["knn_top1_best_std"]),
-            "—" if diff is None else f"{100 * diff:+.2f}",
-        ]
-        if linear:
-            ldiff = b["linear_diff_from_all"]
-            row += [
-                mean_std(b["linear_top1_mean"], b["linear_top1_std"]),
-                "—" if ldiff is None else f"{100 * ldiff:+.2f}",
-            ]
-        rows.append(row)
-    return cols, rows
-
-
 def _bands_section(con: duckdb.DuckDBPyConnection, n_bands: int) -> str:
     head = '<section id="bands"><h2>Band ablation: downstream accuracy per band</h2>'
     if n_bands < 2:
@@ -294,7 +265,7 @@ def _bands_section(con: duckdb.DuckDBPyConnection, n_bands: int) -> str:
     from hardstat.charts.bands import bands_chart
 
     result = band_ablation(con)
-    cols, rows = band_rows(result)
+    cols, rows = result.band_rows()
     table = html_table(cols, rows, numeric=[False] + [True] * (len(cols) - 1))
     chart = _chart_img(
         bands_chart(result.runs, result.bands, reference=result.reference),

@@ -115,6 +115,31 @@ class BandAblation:
     def has_linear(self) -> bool:
         return bool(self.runs["linear_top1"].is_not_null().any())
 
+    def band_rows(self) -> tuple[list[str], list[list[str]]]:
+        """Columns and rows of the per-band table, accuracy in %: what the CLI and the report
+        show."""
+        ref, linear = self.reference, self.has_linear
+        cols = ["band", "kept %", "seeds", "kNN top-1 %", "best kNN %", f"Δ kNN vs {ref} (pp)"]
+        if linear:
+            cols += ["linear top-1 %", f"Δ linear vs {ref} (pp)"]
+        rows = []
+        for b in self.bands.iter_rows(named=True):
+            row = [
+                str(b["band"]),
+                _percent(b["kept_fraction"]).rstrip("0").rstrip("."),
+                str(b["n_seeds"]),
+                _mean_std(b["knn_top1_mean"], b["knn_top1_std"]),
+                _mean_std(b["knn_top1_best_mean"], b["knn_top1_best_std"]),
+                _difference(b["diff_from_all"]),
+            ]
+            if linear:
+                row += [
+                    _mean_std(b["linear_top1_mean"], b["linear_top1_std"]),
+                    _difference(b["linear_diff_from_all"]),
+                ]
+            rows.append(row)
+        return cols, rows
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready: ``{reference, runs: [...], bands: [...], warnings: [...]}``."""
         return {
@@ -232,3 +257,21 @@ def _records(df: pl.DataFrame) -> list[dict[str, Any]]:
             if isinstance(v, float) and not math.isfinite(v):
                 row[k] = None
     return rows
+
+
+def _percent(value: float | None) -> str:
+    """A fraction in percent, two decimals; None or NaN is a dash."""
+    return "—" if value is None or value != value else f"{100 * value:.2f}"
+
+
+def _mean_std(mean: float | None, std: float | None) -> str:
+    if mean is None or mean != mean:
+        return "—"
+    if std is None or std != std:
+        return _percent(mean)
+    return f"{_percent(mean)} ± {_percent(std)}"
+
+
+def _difference(value: float | None) -> str:
+    """A difference of fractions in percentage points, signed."""
+    return "—" if value is None or value != value else f"{100 * value:+.2f}"

@@ -86,26 +86,7 @@ def render(result: BandAblation) -> list[str]:
     from hardstat.cli.sql import format_table
 
     linear = result.has_linear
-    ref = result.reference
-    cols = ["band", "kept %", "seeds", "kNN top-1 %", "best kNN %", f"Δ kNN vs {ref} (pp)"]
-    if linear:
-        cols += ["linear top-1 %", f"Δ linear vs {ref} (pp)"]
-    rows = []
-    for b in result.bands.iter_rows(named=True):
-        row = [
-            b["band"],
-            _kept(b["kept_fraction"]),
-            str(b["n_seeds"]),
-            _mean_std(b["knn_top1_mean"], b["knn_top1_std"]),
-            _mean_std(b["knn_top1_best_mean"], b["knn_top1_best_std"]),
-            _diff(b["diff_from_all"]),
-        ]
-        if linear:
-            row += [
-                _mean_std(b["linear_top1_mean"], b["linear_top1_std"]),
-                _diff(b["linear_diff_from_all"]),
-            ]
-        rows.append(row)
+    cols, rows = result.band_rows()
     lines = format_table(cols, rows, [False] + [True] * (len(cols) - 1))
     run_cols = ["run", "band", "seed", "kNN top-1 %", "best kNN %"]
     run_cols += ["linear top-1 %"] if linear else []
@@ -122,21 +103,6 @@ def render(result: BandAblation) -> list[str]:
 
 def _pct(value: float | None, digits: int = 2) -> str:
     return "—" if value is None else f"{100 * value:.{digits}f}"
-
-
-def _kept(value: float | None) -> str:
-    """Kept fraction in percent with at most two decimals: 100, 6.25, 99.9."""
-    return "—" if value is None else f"{100 * value:.2f}".rstrip("0").rstrip(".")
-
-
-def _mean_std(mean: float | None, std: float | None) -> str:
-    if mean is None:
-        return "—"
-    return f"{100 * mean:.2f}" if std is None else f"{100 * mean:.2f} ± {100 * std:.2f}"
-
-
-def _diff(value: float | None) -> str:
-    return "—" if value is None else f"{100 * value:+.2f}"
 
 
 def _text(value: object) -> str:
