@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import importlib.util
 import json
 import re
 import struct
@@ -12,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from runlogs import write_run
 
 from hardstat import schema
 from hardstat.analysis import logs
@@ -29,14 +29,6 @@ from hardstat.report import (
     p_text,
     upscale,
 )
-
-_spec = importlib.util.spec_from_file_location(
-    "analysis_fixtures", Path(__file__).parent / "analysis" / "conftest.py"
-)
-assert _spec is not None and _spec.loader is not None
-_fixtures = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(_fixtures)
-write_run = _fixtures.write_run
 
 
 def decode_png(png: bytes) -> np.ndarray:

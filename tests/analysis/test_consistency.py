@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import math
 from collections.abc import Callable
 from pathlib import Path
@@ -10,6 +9,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from runlogs import write_run
 from scipy import stats
 
 from hardstat.analysis import logs
@@ -33,14 +33,6 @@ from hardstat.analysis.consistency import (
 )
 from hardstat.bands import parse_band
 from hardstat.errors import ConfigError, LogError, RunError
-
-_spec = importlib.util.spec_from_file_location(
-    "analysis_fixtures", Path(__file__).with_name("conftest.py")
-)
-assert _spec is not None and _spec.loader is not None
-_fixtures = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(_fixtures)
-write_run = _fixtures.write_run
 
 # -- simulated logs --------------------------------------------------------------------------
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import itertools
 from collections.abc import Callable
 from fractions import Fraction
@@ -21,14 +20,6 @@ from hardstat.analysis import wordnet as W
 from hardstat.bands import parse_band
 from hardstat.classes import ClassInfo
 from hardstat.errors import ConfigError, LogError, WordNetError
-
-_spec = importlib.util.spec_from_file_location(
-    "analysis_fixtures", Path(__file__).with_name("conftest.py")
-)
-assert _spec is not None and _spec.loader is not None
-_fixtures = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(_fixtures)
-write_run = _fixtures.write_run
 
 # Three classes with a hand-written similarity (query label = row, negative label = column).
 SIM3 = np.array([[1.0, 0.8, 0.2], [0.8, 1.0, 0.3], [0.2, 0.3, 1.0]])

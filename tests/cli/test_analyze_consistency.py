@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 from typing import Any
@@ -10,17 +9,10 @@ from typing import Any
 import numpy as np
 import polars as pl
 import pytest
+from runlogs import write_run
 from typer.testing import CliRunner
 
 from hardstat.cli import app
-
-_spec = importlib.util.spec_from_file_location(
-    "analysis_fixtures", Path(__file__).parents[1] / "analysis" / "conftest.py"
-)
-assert _spec is not None and _spec.loader is not None
-_fixtures = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(_fixtures)
-write_run = _fixtures.write_run
 
 runner = CliRunner()
 K = 64

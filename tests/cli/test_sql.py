@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import importlib.util
 import io
 import json
 from pathlib import Path
@@ -12,18 +11,11 @@ from typing import Any
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+from runlogs import write_run
 from typer.testing import CliRunner
 
 from hardstat import schema
 from hardstat.cli import app
-
-_spec = importlib.util.spec_from_file_location(
-    "analysis_fixtures", Path(__file__).parents[1] / "analysis" / "conftest.py"
-)
-assert _spec is not None and _spec.loader is not None
-_fixtures = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(_fixtures)
-write_run = _fixtures.write_run
 
 runner = CliRunner()
 
