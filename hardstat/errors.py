@@ -12,6 +12,13 @@ class HardstatError(Exception):
 
     reported_elsewhere: bool = False
 
+    def reworded(self, message: str) -> HardstatError:
+        """The same kind of error with another message (e.g. naming the run it came from),
+        still printed only where it arose."""
+        error = type(self)(message)
+        error.reported_elsewhere = self.reported_elsewhere
+        return error
+
 
 class ConfigError(HardstatError):
     """A configuration value (band spec, batch/queue sizes, preset...) is invalid."""

@@ -572,9 +572,7 @@ def execute(
             except KeyboardInterrupt:  # outside the trainer's clean-stop window, or a 2nd Ctrl-C
                 stopped = True
             except HardstatError as e:
-                named = type(e)(f"run {run.name}: {e}")
-                named.reported_elsewhere = e.reported_elsewhere  # printed once under torchrun
-                raise named from e
+                raise e.reworded(f"run {run.name}: {e}") from e
             finally:
                 save_status()
             outcome = _outcome(sweep, run, "stopped" if stopped else action, set_aside)

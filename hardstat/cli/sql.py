@@ -325,7 +325,8 @@ def _write_csv(schema: pa.Schema, batches: Iterator[pa.RecordBatch]) -> None:
     stream.flush()
 
 
-def _csv_ok(t: pa.DataType) -> bool:
+def _scalar_ok(t: pa.DataType) -> bool:
+    """Numbers, booleans, strings and nulls: what every output format writes as it is."""
     import pyarrow as pa
 
     return (
@@ -334,10 +335,15 @@ def _csv_ok(t: pa.DataType) -> bool:
         or pa.types.is_boolean(t)
         or pa.types.is_string(t)
         or pa.types.is_large_string(t)
-        or pa.types.is_date(t)
-        or pa.types.is_timestamp(t)
-        or pa.types.is_decimal(t)
         or pa.types.is_null(t)
+    )
+
+
+def _csv_ok(t: pa.DataType) -> bool:
+    import pyarrow as pa
+
+    return (
+        _scalar_ok(t) or pa.types.is_date(t) or pa.types.is_timestamp(t) or pa.types.is_decimal(t)
     )
 
 
@@ -408,14 +414,7 @@ def _polars_json_ok(t: pa.DataType) -> bool:
 
     if pa.types.is_dictionary(t):
         return pa.types.is_string(t.value_type) or pa.types.is_large_string(t.value_type)
-    return (
-        pa.types.is_integer(t)
-        or pa.types.is_floating(t)
-        or pa.types.is_boolean(t)
-        or pa.types.is_string(t)
-        or pa.types.is_large_string(t)
-        or pa.types.is_null(t)
-    )
+    return _scalar_ok(t)
 
 
 def _jsonable(value: Any) -> Any:
