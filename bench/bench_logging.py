@@ -62,6 +62,7 @@ def fake_step(b: int, k: int, gen: torch.Generator):  # type: ignore[no-untyped-
         l_neg=l_neg,
         mask=None,
         neg_ids=torch.randperm(max(50_000, 2 * k), generator=gen)[:k],
+        neg_key_steps=torch.randint(0, 1000, (k,), generator=gen),
     )
     return out
 

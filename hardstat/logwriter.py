@@ -29,10 +29,10 @@ from hardstat.errors import LogError
 _PART = re.compile(r"^part-p(\d{3})-(\d{6})\.parquet$")
 
 # Encodings chosen for pairs (see bench/bench_logging.py): ids as dictionaries (a row group is
-# one logged step, whose K queue ids form a 12-bit dictionary), rank (stored in rank order, so
-# deltas of 1) delta-packed, float16 similarity plain (DuckDB cannot read byte-stream-split
-# float16), all zstd: about 3.3 bytes per pair.
-_PAIRS_DICT = ["run", "step", "epoch", "query_id", "neg_id", "process"]
+# one logged step, whose K queue ids form a 12-bit dictionary and key steps K/B values), rank
+# (stored in rank order, so deltas of 1) delta-packed, float16 similarity plain (DuckDB cannot
+# read byte-stream-split float16), all zstd: about 3.3 bytes per pair.
+_PAIRS_DICT = ["run", "step", "epoch", "query_id", "neg_id", "process", "key_step"]
 _PAIRS_ENCODING = {
     "rank": "DELTA_BINARY_PACKED",
     "similarity": "PLAIN",

@@ -32,12 +32,14 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import pyarrow as pa
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 """Bumped on any change to a table or the manifest."""
 
-READABLE_VERSIONS = (1, 2)
+READABLE_VERSIONS = (1, 2, 3)
 """Versions the readers accept. Version 2 added ``process`` to ``pairs`` and ``queries`` and
-``processes`` to the manifest; a version-1 file reads as if written by process 0."""
+``processes`` to the manifest; a version-1 file reads as if written by process 0. Version 3
+added ``key_step`` to ``pairs``; files of versions 1-2 read it as null (analyses that need the
+key, such as the consistency test's key unit, say how they fall back)."""
 
 MANIFEST_FILE = "manifest.json"
 
@@ -124,6 +126,18 @@ PAIRS = Table(
             "Whether the loss used this negative at this step (always true for band 0-100).",
         ),
         _PROCESS,
+        Column(
+            "key_step",
+            "int32",
+            True,
+            "Provenance of the negative's key: the optimizer step whose batch enqueued it (the "
+            "key was computed by the momentum encoder at that step). (neg_id, key_step) "
+            "identifies one key, i.e. one augmented view of one image under one encoder state; "
+            "the same key is seen by every query of the steps it spends in the queue. Null for "
+            "a random initial key, and in files of versions 1-2 (added in version 3).",
+            since=3,
+            default="NULL",
+        ),
     ),
 )
 

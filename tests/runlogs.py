@@ -30,8 +30,8 @@ def write_run(
 ) -> Path:
     """A complete run directory: manifest plus the tables given.
 
-    ``pairs`` maps step, query_id, neg_id, rank, similarity, in_band (and optionally epoch) to
-    1-D arrays of equal length. ``labels`` gives the label of every train sample_id
+    ``pairs`` maps step, query_id, neg_id, rank, similarity, in_band (and optionally epoch and
+    key_step) to 1-D arrays of equal length. ``labels`` gives the label of every train sample_id
     (samples table); the queries table is derived from pairs.
     """
     run_dir = root / name
@@ -75,6 +75,7 @@ def write_run(
     if pairs is not None:
         cols = dict(pairs)
         cols.setdefault("epoch", np.zeros(len(cols["step"]), np.int16))
+        cols.setdefault("key_step", None)  # null: keys of unknown provenance
         w.write("pairs", cols)
         keys = np.unique(np.stack([cols["step"], cols["query_id"]]), axis=1)
         lab = labels[keys[1]] if labels is not None else np.zeros(keys.shape[1])

@@ -39,6 +39,15 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from hardstat.analysis.stats import (
+    benjamini_hochberg,
+    chi2_upper_tail,
+    dispersion_statistic,
+    pearson_dispersion,
+    spearman_test,
+    tarone_z,
+    two_sided_binomial_p,
+)
 from hardstat.bands import Band, parse_band
 from hardstat.errors import ConfigError, LogError, RunError
 
@@ -49,130 +58,6 @@ _LN10 = math.log(10.0)
 
 
 # -- pure functions --------------------------------------------------------------------------
-def pearson_dispersion(k: Any, expected: Any, variance: Any) -> float:
-    """Pearson's ``sum (k - E)^2 / V`` over negatives (E, V: null mean and variance of k)."""
-    k, e, v = (np.asarray(a, dtype=np.float64) for a in (k, expected, variance))
-    if np.any(v <= 0):
-        raise ValueError("null variances must be positive")
-    return float(np.sum((k - e) ** 2 / v))
-
-
-def dispersion_statistic(k: Any, m: Any, p: float) -> float:
-    """``X2 = sum_i (k_i - m_i p)^2 / (m_i p (1 - p))``: k_i of m_i appearances in the band."""
-    if not 0 < p < 1:
-        raise ValueError(f"p must lie in (0, 1), got {p}")
-    m = np.asarray(m, dtype=np.float64)
-    return pearson_dispersion(k, m * p, m * p * (1 - p))
-
-
-def chi2_upper_tail(x: float, df: int) -> tuple[float, float]:
-    """``P(chi2_df >= x)`` and its log10, finite even where the p-value underflows to 0.
-
-    Where scipy's tail underflows, ``log Q(a, x/2)`` (a = df/2, Q the regularized upper
-    incomplete gamma) comes from ``Q(a, y) = y^(a-1) e^-y / Gamma(a) * sum_j prod_{i<=j}
-    (a - i) / y`` (y > a there; the terms shrink geometrically, vanish for integer a, and the
-    sum stops at the smallest term otherwise).
-    """
-    from scipy.stats import chi2
-
-    sf = float(chi2.sf(x, df))
-    if sf > 1e-300:
-        return sf, float(chi2.logsf(x, df)) / _LN10
-    return sf, _log_chi2_sf_series(x, df) / _LN10
-
-
-def _log_chi2_sf_series(x: float, df: int) -> float:
-    """Natural log of the chi-square upper tail for ``x/2 > df/2`` (see chi2_upper_tail)."""
-    a, y = df / 2.0, x / 2.0
-    if y <= a:
-        raise ValueError("the series needs x > df")
-    n_terms = math.ceil(a) + 2
-    terms = np.cumprod((a - np.arange(1, n_terms)) / y)
-    stop = int(np.argmin(np.abs(terms))) + 1  # optimal truncation (the series is asymptotic)
-    total = 1.0 + float(np.sum(terms[:stop]))
-    return (a - 1) * math.log(y) - y - math.lgamma(a) + math.log(total)
-
-
-def tarone_z(k: Any, m: Any, p: float) -> float:
-    """Tarone's (1979) Z for binomial overdispersion with known p (upper tail ~ N(0, 1)).
-
-    ``Z = S / sqrt(2 sum_i m_i (m_i - 1))`` with
-    ``S = sum_i [(k_i - m_i p)^2 - k_i (1 - 2p) - m_i p^2] / (p (1 - p))``:
-    the sum over pairs of distinct appearances of one negative of the products of centred
-    indicators, whose null mean is 0 and variance ``2 sum m (m - 1)`` exactly.
-    """
-    k = np.asarray(k, dtype=np.float64)
-    m = np.asarray(m, dtype=np.float64)
-    s = np.sum((k - m * p) ** 2 - k * (1 - 2 * p) - m * p * p) / (p * (1 - p))
-    pairs = 2.0 * np.sum(m * (m - 1))
-    return float(s / math.sqrt(pairs)) if pairs > 0 else float("nan")
-
-
-def binomial_tails(k: Any, m: Any, p: float) -> tuple[np.ndarray, np.ndarray]:
-    """``P(X >= k)`` and ``P(X <= k)`` for ``X ~ Binomial(m, p)``, elementwise."""
-    from scipy.stats import binom
-
-    k = np.asarray(k, dtype=np.float64)
-    m = np.asarray(m, dtype=np.float64)
-    return binom.sf(k - 1, m, p), binom.cdf(k, m, p)
-
-
-def two_sided_binomial_p(k: Any, m: Any, p: float) -> np.ndarray:
-    """Two-sided exact binomial p-value by doubling the smaller tail, capped at 1."""
-    upper, lower = binomial_tails(k, m, p)
-    return np.minimum(1.0, 2.0 * np.minimum(upper, lower))
-
-
-def benjamini_hochberg(p: Any) -> np.ndarray:
-    """Benjamini-Hochberg (1995) adjusted p-values (q-values); reject where ``q <= fdr``."""
-    p = np.asarray(p, dtype=np.float64)
-    n = p.size
-    if n == 0:
-        return p.copy()
-    order = np.argsort(p, kind="stable")
-    scaled = p[order] * n / np.arange(1, n + 1)
-    q_sorted = np.minimum.accumulate(scaled[::-1])[::-1]
-    q = np.empty(n)
-    q[order] = np.minimum(q_sorted, 1.0)
-    return q
-
-
-def spearman_test(
-    x: Any, y: Any, permutations: int, seed: int
-) -> tuple[float, float, float | None]:
-    """Spearman's rho, its analytic two-sided p (scipy, t approximation) and a permutation p.
-
-    The permutation p-value shuffles ``y`` against ``x`` ``permutations`` times (seeded,
-    vectorised in chunks): ``(1 + #{|rho_perm| >= |rho|}) / (permutations + 1)``.
-    """
-    from scipy.stats import rankdata, spearmanr
-
-    x = np.asarray(x, dtype=np.float64)
-    y = np.asarray(y, dtype=np.float64)
-    rx = rankdata(x)
-    ry = rankdata(y)
-    rx -= rx.mean()
-    ry -= ry.mean()
-    denom = math.sqrt(float(rx @ rx) * float(ry @ ry))
-    if denom == 0:
-        return float("nan"), float("nan"), None
-    rho = float(rx @ ry) / denom
-    p_analytic = float(spearmanr(x, y).pvalue)
-    if permutations <= 0:
-        return rho, p_analytic, None
-    rng = np.random.default_rng(seed)
-    n = x.size
-    chunk = max(1, min(permutations, 4_000_000 // max(n, 1)))
-    hits, done = 0, 0
-    while done < permutations:
-        b = min(chunk, permutations - done)
-        shuffled = rng.permuted(np.tile(ry, (b, 1)), axis=1)
-        rhos = shuffled @ rx / denom
-        hits += int(np.count_nonzero(np.abs(rhos) >= abs(rho) - 1e-12))
-        done += b
-    return rho, p_analytic, (hits + 1) / (permutations + 1)
-
-
 def _min_per_bin(m: Any) -> int:
     """Lattice points per bin at least: 1 when every m is equal, else 3 (smooths the comb that
     several interleaved lattices make)."""

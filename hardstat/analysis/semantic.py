@@ -42,6 +42,12 @@ import numpy as np
 import pyarrow as pa
 
 from hardstat.analysis import logs
+from hardstat.analysis.stats import (
+    bootstrap_ratio_ci,
+    permutation_pvalue,
+    spearman_from_counts,
+    spearman_t_pvalue,
+)
 from hardstat.analysis.wordnet import DIAGONAL, MEASURES, similarity_for_classes
 from hardstat.classes import ClassInfo
 from hardstat.errors import ConfigError, LogError
@@ -106,52 +112,6 @@ def bin_label(lo: Fraction, hi: Fraction) -> str:
         return str(x.numerator) if x.denominator == 1 else f"{float(x):g}"
 
     return f"{fmt(lo)}–{fmt(hi)}"
-
-
-# --------------------------------------------------------------------------------------------
-# Spearman from aggregated counts
-
-
-def midranks(values: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Midranks (1-based, ties averaged) of weighted values: ``(rank of each value, total n)``.
-
-    ``weights[i]`` copies of ``values[i]``; the result gives, for each entry, the average rank
-    of its value among all copies.
-    """
-    uniq, inverse = np.unique(values, return_inverse=True)
-    totals = np.bincount(inverse, weights=weights, minlength=len(uniq))
-    rank_of_value = np.cumsum(totals) - (totals - 1) / 2
-    return rank_of_value[inverse], np.asarray(totals.sum())
-
-
-def spearman_from_counts(x: np.ndarray, y: np.ndarray, counts: np.ndarray) -> float:
-    """Spearman's rho (midranks for ties) of ``counts[i]`` copies of the pair ``(x[i], y[i])``:
-    the same number scipy.stats.spearmanr gives on the expanded pairs."""
-    w = np.asarray(counts, dtype=np.float64)
-    keep = w > 0
-    x, y, w = np.asarray(x)[keep], np.asarray(y)[keep], w[keep]
-    if len(w) == 0:
-        return float("nan")
-    rx, _ = midranks(x, w)
-    ry, _ = midranks(y, w)
-    n = w.sum()
-    mx, my = (w * rx).sum() / n, (w * ry).sum() / n
-    cov = (w * (rx - mx) * (ry - my)).sum()
-    var = (w * (rx - mx) ** 2).sum() * (w * (ry - my) ** 2).sum()
-    return float(cov / math.sqrt(var)) if var > 0 else float("nan")
-
-
-def spearman_t_pvalue(rho: float, n: int) -> float:
-    """Two-sided analytic p of Spearman's rho over n pairs, as scipy.stats.spearmanr computes
-    it (Student t with n - 2 degrees of freedom)."""
-    from scipy import special  # scipy.stats takes over a second to import
-
-    if not math.isfinite(rho) or n < 3:
-        return float("nan")
-    if abs(rho) >= 1:
-        return 0.0
-    t = rho * math.sqrt((n - 2) / ((1 - rho) * (1 + rho)))
-    return float(2 * special.stdtr(n - 2, -abs(t)))
 
 
 # --------------------------------------------------------------------------------------------
@@ -258,57 +218,6 @@ def permutation_rhos(
     for i in range(permutations):
         out[i] = stat(stat.shuffled(rng))
     return observed, out
-
-
-def permutation_pvalue(observed: float, perm: np.ndarray) -> float:
-    """Two-sided permutation p: (1 + #{|T_perm| >= |T_obs|}) / (1 + permutations)."""
-    if not math.isfinite(observed) or len(perm) == 0:
-        return float("nan")
-    hits = np.count_nonzero(np.abs(perm) >= abs(observed) * (1 - 1e-12))
-    return float((1 + hits) / (1 + len(perm)))
-
-
-# --------------------------------------------------------------------------------------------
-# Bootstrap over queries
-
-
-def bootstrap_ratio_ci(
-    numerators: Sequence[np.ndarray],
-    denominator: np.ndarray,
-    reps: int,
-    rng: np.random.Generator,
-    *,
-    level: float = 0.95,
-    chunk: int = 64,
-) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Percentile-bootstrap CIs of ratios ``sum_u num[u, b] / sum_u den[u, b]`` per column b,
-    resampling the rows u (units) with replacement. Returns ``[(lo, hi)]`` per numerator."""
-    n_units, n_cols = denominator.shape
-    if reps <= 0 or n_units == 0:
-        nan = np.full(n_cols, np.nan)
-        return [(nan, nan) for _ in numerators]
-    stacked = np.concatenate([denominator, *numerators], axis=1).astype(np.float64)
-    draws = np.empty((reps, stacked.shape[1]))
-    for start in range(0, reps, chunk):
-        c = min(chunk, reps - start)
-        idx = rng.integers(0, n_units, size=(c, n_units))
-        idx += np.arange(c)[:, None] * n_units
-        weights = np.bincount(idx.ravel(), minlength=c * n_units).reshape(c, n_units)
-        draws[start : start + c] = weights.astype(np.float64) @ stacked
-    den = draws[:, :n_cols]
-    alpha = (1 - level) / 2 * 100
-    out = []
-    for k in range(len(numerators)):
-        num = draws[:, n_cols * (k + 1) : n_cols * (k + 2)]
-        with np.errstate(invalid="ignore", divide="ignore"):
-            ratio = np.where(den > 0, num / np.where(den > 0, den, 1), np.nan)
-        lo, hi = np.full(n_cols, np.nan), np.full(n_cols, np.nan)
-        for b in range(n_cols):
-            col = ratio[:, b][np.isfinite(ratio[:, b])]
-            if len(col):
-                lo[b], hi[b] = np.percentile(col, [alpha, 100 - alpha])
-        out.append((lo, hi))
-    return out
 
 
 # --------------------------------------------------------------------------------------------

@@ -126,6 +126,7 @@ class RankLogger:
             query_ids=query_ids.index_select(0, sel_dev).cpu().numpy().astype(np.int32),
             labels=labels.index_select(0, sel_dev).cpu().numpy().astype(np.int16),
             neg_ids=out.neg_ids.cpu().numpy(),
+            neg_key_steps=out.neg_key_steps.cpu().numpy(),
             l_neg=l_neg,
             mask=mask,
             l_pos=out.l_pos.index_select(0, sel_dev).float().cpu().numpy(),
@@ -218,6 +219,7 @@ class RankLogger:
         order = rank_order(job.l_neg)  # (Q, K) queue slots, hardest first
         neg_ids = job.neg_ids[order]  # (Q, K)
         neg_col = _nullable_ids(neg_ids.ravel())
+        key_step_col = _nullable_ids(job.neg_key_steps[order].ravel())
         sims = np.take_along_axis(job.l_neg, order, axis=1)  # (Q, K), non-increasing
         if job.mask is None:
             in_band = np.ones(q * k, dtype=bool)
@@ -235,6 +237,7 @@ class RankLogger:
                 "rank": np.tile(self._ranks(k), q),
                 "similarity": sims.ravel().astype(np.float16),
                 "in_band": in_band,
+                "key_step": key_step_col,
             },
         )
         self.writer.write(
@@ -252,7 +255,8 @@ class RankLogger:
 
 
 def _nullable_ids(ids: np.ndarray) -> Any:
-    """int32 sample ids as an Arrow array with nulls where the id is -1 (random initial key)."""
+    """int32 sample ids (or key steps) as an Arrow array with nulls where the value is -1 (a
+    random initial key)."""
     import pyarrow as pa
 
     ids32 = ids.astype(np.int32)
@@ -271,6 +275,7 @@ class _PairsJob:
     query_ids: np.ndarray  # (Q,) int32
     labels: np.ndarray  # (Q,) int16
     neg_ids: np.ndarray  # (K,) sample ids of the queue slots, -1 = random initial key
+    neg_key_steps: np.ndarray  # (K,) step that enqueued each slot's key, -1 = random initial key
     l_neg: np.ndarray  # (Q, K) float32 similarities
     mask: np.ndarray | None  # (Q, K) bool, None = all kept
     l_pos: np.ndarray  # (Q,) float32

@@ -127,6 +127,7 @@ class StepOutput:
     l_neg: torch.Tensor  # (N, K) negative similarities
     mask: torch.Tensor | None  # (N, K) negatives kept by the band, None = all
     neg_ids: torch.Tensor  # (K,) sample_id of each queue slot (-1 = random initial key)
+    neg_key_steps: torch.Tensor  # (K,) step that enqueued each slot's key (-1 = random initial)
 
 
 class MoCo(nn.Module):
@@ -194,6 +195,7 @@ class MoCo(nn.Module):
             l_neg.detach(),
             mask,
             self.queue.sample_ids.clone(),
+            self.queue.steps.clone(),
         )
         return out, k_all
 

@@ -14,22 +14,24 @@ from scipy import stats
 
 from hardstat.analysis import logs
 from hardstat.analysis.consistency import (
+    class_conditional_statistic,
+    consistency,
+    null_histogram,
+    observed_histogram,
+    rate_bin_edges,
+    shuffled_counts,
+    z_bin_edges,
+)
+from hardstat.analysis.stats import (
     _log_chi2_sf_series,
     benjamini_hochberg,
     binomial_tails,
     chi2_upper_tail,
-    class_conditional_statistic,
-    consistency,
     dispersion_statistic,
-    null_histogram,
-    observed_histogram,
     pearson_dispersion,
-    rate_bin_edges,
-    shuffled_counts,
     spearman_test,
     tarone_z,
     two_sided_binomial_p,
-    z_bin_edges,
 )
 from hardstat.bands import parse_band
 from hardstat.errors import ConfigError, LogError, RunError

@@ -16,6 +16,7 @@ from scipy import stats
 
 from hardstat.analysis import logs
 from hardstat.analysis import semantic as S
+from hardstat.analysis import stats as stats_mod
 from hardstat.analysis import wordnet as W
 from hardstat.bands import parse_band
 from hardstat.classes import ClassInfo
@@ -215,7 +216,7 @@ def test_bootstrap_ratio_ci_matches_explicit_resampling() -> None:
     rng = np.random.default_rng(3)
     den = rng.integers(0, 5, (30, 4)).astype(float)
     num = den * rng.random((30, 4))
-    ((lo, hi),) = S.bootstrap_ratio_ci([num], den, 100, np.random.default_rng(7), chunk=16)
+    ((lo, hi),) = stats_mod.bootstrap_ratio_ci([num], den, 100, np.random.default_rng(7), chunk=16)
     # the same draws, resampled unit by unit
     draw = np.random.default_rng(7)
     ratios = []
@@ -350,11 +351,12 @@ def test_permutation_p_is_large_for_random_labels(make_run: Callable[..., Path])
 
 
 def test_pvalue_helpers() -> None:
-    assert S.permutation_pvalue(0.5, np.array([0.1, -0.6, 0.5, 0.2])) == pytest.approx(3 / 5)
-    assert np.isnan(S.permutation_pvalue(float("nan"), np.zeros(3)))
+    observed, perm = 0.5, np.array([0.1, -0.6, 0.5, 0.2])
+    assert stats_mod.permutation_pvalue(observed, perm) == pytest.approx(3 / 5)
+    assert np.isnan(stats_mod.permutation_pvalue(float("nan"), np.zeros(3)))
     for rho, n in ((0.3, 20), (-0.05, 1000), (0.0, 5)):
         t = rho * np.sqrt((n - 2) / (1 - rho**2))
-        assert S.spearman_t_pvalue(rho, n) == pytest.approx(2 * stats.t.sf(abs(t), n - 2))
+        assert stats_mod.spearman_t_pvalue(rho, n) == pytest.approx(2 * stats.t.sf(abs(t), n - 2))
 
 
 def test_spearman_from_counts_equals_scipy_on_expanded_pairs() -> None:
@@ -363,7 +365,7 @@ def test_spearman_from_counts_equals_scipy_on_expanded_pairs() -> None:
     y = rng.choice([0.2, 0.5, 0.5, 1.0], 40)
     w = rng.integers(0, 4, 40)
     expanded = stats.spearmanr(np.repeat(x, w), np.repeat(y, w)).statistic
-    assert S.spearman_from_counts(x, y, w) == pytest.approx(expanded, abs=1e-12)
+    assert stats_mod.spearman_from_counts(x, y, w) == pytest.approx(expanded, abs=1e-12)
 
 
 # --- WordNet tables and errors --------------------------------------------------------------

@@ -103,17 +103,19 @@ def test_neg_ids_are_the_keys_the_loss_saw(recorded_run: tuple[Path, Ledger]) ->
     looking up each neg_id in an independent ledger of enqueued batches."""
     run_dir, ledger = recorded_run
     rows = sql(
-        f"SELECT step, query_id, neg_id, similarity FROM '{run_dir}/pairs/*.parquet' "
+        f"SELECT step, query_id, neg_id, similarity, key_step FROM '{run_dir}/pairs/*.parquet' "
         "WHERE step IN (2, 6, 14)"
     )
     batch_ids = {step: ids.tolist() for step, ids, _ in ledger.enqueued}
     checked = nulls = 0
-    for step, query_id, neg_id, sim in rows:
+    for step, query_id, neg_id, sim, key_step in rows:
         if neg_id is None:
+            assert key_step is None  # a random initial key has no provenance
             nulls += 1
             continue
         # the last batch before `step` that enqueued this sample id
         source = max(t for t, ids, _ in ledger.enqueued if t < step and neg_id in ids.tolist())
+        assert key_step == source  # the logged key provenance is that batch's step
         key = ledger.enqueued[source][2][batch_ids[source].index(neg_id)]
         q = ledger.queries[step][batch_ids[step].index(query_id)]
         assert abs(float(q @ key) - sim) < 2e-3
@@ -185,8 +187,9 @@ def test_interrupted_and_resumed_run_logs_the_same_steps(
         a = sql(f"SELECT {key} FROM '{full}/{table}/*.parquet' ORDER BY {key}")
         b = sql(f"SELECT {key} FROM '{part}/{table}/*.parquet' ORDER BY {key}")
         assert a == b, table
-    # CPU training is deterministic: the resumed log is identical, values included
-    cols = "step, query_id, neg_id, rank, similarity, in_band"
+    # CPU training is deterministic: the resumed log is identical, values and key provenance
+    # included
+    cols = "step, query_id, neg_id, rank, similarity, in_band, key_step"
     a = sql(f"SELECT {cols} FROM '{full}/pairs/*.parquet' ORDER BY step, query_id, rank")
     b = sql(f"SELECT {cols} FROM '{part}/pairs/*.parquet' ORDER BY step, query_id, rank")
     assert a == b
