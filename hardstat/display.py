@@ -1,0 +1,86 @@
+"""How hardstat writes numbers for people and for JSON: one place, used by the CLI tables, the
+report and the JSON writers (no heavy imports).
+
+* p-values are shown only to the precision the model supports: an analytic p below
+  :data:`P_FLOOR` prints as ``p < 1e-16`` (its log10 is kept in JSON), a permutation p never
+  below its resolution ``1 / (permutations + 1)``;
+* a missing value (None, NaN) prints as an em dash and is ``null`` in JSON;
+* intervals print as ``[lo, hi]``, differences in accuracy as signed percentage points.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+P_FLOOR = 1e-16
+"""Analytic p-values below this are displayed as ``p < 1e-16``: double precision, the tails of
+the reference distributions and the models' assumptions support no finer statement."""
+
+DASH = "—"
+
+
+def missing(x: Any) -> bool:
+    """True for None and non-finite floats."""
+    return x is None or (isinstance(x, float) and not math.isfinite(x))
+
+
+def p_text(p: float | None, *, permutations: int | None = None, floor: float = P_FLOOR) -> str:
+    """``p = 0.012``, ``p = 3.1e-05``, ``p < 1e-16``; for a permutation p (``permutations``
+    given) ``p = 0.001 (1000 permutations)`` and never a value below ``1 / (permutations + 1)``."""
+    if missing(p):
+        return "p = n/a"
+    assert p is not None
+    if permutations is not None:
+        if permutations <= 0:
+            return "p = n/a"
+        shown = max(p, 1.0 / (permutations + 1))
+        value = f"p = {shown:.3f}" if shown >= 0.001 else f"p = {shown:.1e}"
+        return f"{value} ({permutations:,} permutations)"
+    if p < floor:
+        return f"p < {floor:.0e}"
+    return f"p = {p:.2g}" if p >= 0.001 else f"p = {p:.1e}"
+
+
+def number(x: float | None, fmt: str = ".3f") -> str:
+    """``x`` formatted with ``fmt``, or the dash when missing."""
+    return DASH if missing(x) else format(x, fmt)
+
+
+def interval(lo: float | None, hi: float | None, fmt: str = ".3f") -> str:
+    """``[lo, hi]``, or the dash when either end is missing."""
+    if missing(lo) or missing(hi):
+        return DASH
+    return f"[{format(lo, fmt)}, {format(hi, fmt)}]"
+
+
+def estimate(x: float | None, lo: float | None, hi: float | None, fmt: str = ".3f") -> str:
+    """``x [lo, hi]``: an effect size with its interval."""
+    if missing(x):
+        return DASH
+    ci = interval(lo, hi, fmt)
+    return format(x, fmt) if ci == DASH else f"{format(x, fmt)} {ci}"
+
+
+def percent(x: float | None, digits: int = 1) -> str:
+    """A fraction as a percentage, ``0.4321 -> 43.2%``."""
+    return DASH if x is None or missing(x) else f"{100 * x:.{digits}f}%"
+
+
+def points(x: float | None, digits: int = 2) -> str:
+    """A difference of fractions in signed percentage points, ``0.0048 -> +0.48 pp``."""
+    return DASH if x is None or missing(x) else f"{100 * x:+.{digits}f} pp"
+
+
+def json_value(value: Any) -> Any:
+    """A value made JSON-ready: non-finite floats -> None, tuples -> lists, NumPy scalars and
+    arrays -> Python numbers and lists (recursively through lists and dicts)."""
+    if hasattr(value, "tolist") and not isinstance(value, str):  # NumPy scalar or array
+        value = value.tolist()
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, tuple | list):
+        return [json_value(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): json_value(v) for k, v in value.items()}
+    return value
