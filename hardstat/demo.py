@@ -57,23 +57,27 @@ def run_demo(
     from hardstat.charts import save_chart
     from hardstat.charts.consistency import consistency_chart
     from hardstat.charts.semantic import semantic_chart
+    from hardstat.errors import LogError
 
     analysis_dir = run_dir / "analysis"
     analysis_dir.mkdir(exist_ok=True)
     con = logs.connect(logs.find_runs([run_dir]))
     try:
-        cons = consistency(con, band="0-5")
+        try:
+            cons = consistency(con, band="0-5")
+        except LogError as e:  # e.g. one epoch: no image has two keys yet
+            cons = None
+            say(f"      consistency not available: {e}")
         sem = semantic(con, measure="wup")
     finally:
         con.close()
-    files = [
-        save_chart(
-            consistency_chart(cons.rate_histogram, cons.z_histogram, band=cons.band),
-            analysis_dir / "consistency.png",
-        ),
-        save_chart(semantic_chart(sem.bins_frame()), analysis_dir / "semantic.png"),
-    ]
+    files = [save_chart(semantic_chart(sem.bins_frame()), analysis_dir / "semantic.png")]
+    if cons is not None:
+        chart = consistency_chart(cons.chart_tables(), band=cons.band)
+        files.append(save_chart(chart, analysis_dir / "consistency.png"))
     for stem, res in (("consistency", cons), ("semantic", sem)):
+        if res is None:
+            continue
         path = analysis_dir / f"{stem}.json"
         path.write_text(json.dumps(res.to_dict(), indent=2, default=str) + "\n")
         files.append(path)

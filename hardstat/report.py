@@ -346,8 +346,10 @@ def consistency_rows(r: ConsistencyResult) -> list[tuple[str, str]]:
 
 def _consistency_section(result: ConsistencyResult | str, runs: Sequence[str], band: str) -> str:
     head = (
-        '<section id="consistency"><h2>Is hardness a property of the negative?</h2>'
-        f"<p>Runs: {esc(', '.join(runs))}; hard = band {esc(band)} of each query's ranks.</p>"
+        '<section id="consistency"><h2>Does hardness persist with the image?</h2>'
+        f"<p>Runs: {esc(', '.join(runs))}. A key is one view of an image encoded at one step; "
+        "persistence asks whether a key's hardness (beyond its class) carries over to the "
+        f"image's other keys. Hard band for the in-band figures: {esc(band)}.</p>"
     )
     if isinstance(result, str):
         return head + _note(f"Not available: {result}") + "</section>"
@@ -355,8 +357,9 @@ def _consistency_section(result: ConsistencyResult | str, runs: Sequence[str], b
 
     dl = "".join(f"<dt>{esc(k)}</dt><dd>{esc(v)}</dd>" for k, v in consistency_rows(result))
     chart = _chart_img(
-        consistency_chart(result.rate_histogram, result.z_histogram, band=result.band),
-        "observed versus null in-band rates",
+        consistency_chart(result.chart_tables(), band=result.band),
+        "intraclass correlations, the persistence test against its permutation null, and "
+        "per-negative z across keys",
     )
     notes = "".join(_note(n) for n in result.notes)
     return head + f'<dl class="facts">{dl}</dl>' + chart + notes + "</section>"
@@ -444,14 +447,17 @@ def _gallery_section(
     if why:
         parts.append(_note(f"Ids and classes only: {why}."))
     parts.append(
-        f"<p>Ranked by their exact binomial p-value (BH FDR {result.fdr:g}); k of m: "
-        f"appearances in band {esc(result.band)} out of all logged appearances "
-        f"(expected rate {result.kept_fraction:.2%}).</p>"
+        "<p>Negatives called consistently hard or easy from at least "
+        f"{result.min_keys} keys each (Stouffer z across keys, BH FDR {result.fdr:g}), ranked "
+        "by their persistent effect: an empirical-Bayes estimate of how much harder (+) or "
+        "easier (−) than its class and key age predict the image is, in percentile points.</p>"
     )
 
     def caption(n: int) -> str:
         row = per.get(n)
-        return "" if row is None else f"k {row['k']} of m {row['m']} ({row['rate']:.1%})"
+        if row is None:
+            return ""
+        return f"{row['effect']:+.1f} pp, {row['n_keys']} keys, z {row['z']:+.1f}"
 
     parts.append(f"<h3>Consistently hard ({result.n_consistently_hard:,} in all)</h3>")
     if not hard:

@@ -95,3 +95,24 @@ def write_run(
         w.write("evals", {k: np.array([v]) if v is not None else None for k, v in e.items()})
     w.close()
     return run_dir
+
+
+def rewrite_as_version(run: Path, version: int) -> None:
+    """Rewrite a run as an older schema version wrote it: the columns added later dropped, the
+    version in every file's metadata and in the manifest."""
+    import json
+
+    import pyarrow.parquet as pq
+
+    for table, spec in schema.TABLES.items():
+        later = [c.name for c in spec.columns if c.since > version]
+        for path in (run / table).glob("*.parquet"):
+            t = pq.read_table(path)
+            t = t.drop_columns([c for c in later if c in t.column_names])
+            meta = {"hardstat.schema_version": str(version), "table": table}
+            pq.write_table(t.replace_schema_metadata(meta), path)
+    manifest = json.loads((run / schema.MANIFEST_FILE).read_text())
+    manifest["schema_version"] = version
+    if version < 2:
+        manifest.pop("processes", None)
+    (run / schema.MANIFEST_FILE).write_text(json.dumps(manifest))

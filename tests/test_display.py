@@ -42,4 +42,3 @@ def test_numbers_intervals_and_dashes() -> None:
 def test_json_value() -> None:
     value = {"a": (1, float("inf")), "b": np.float32(0.5), "c": np.array([1, 2]), "d": [math.nan]}
     assert display.json_value(value) == {"a": [1, None], "b": 0.5, "c": [1, 2], "d": [None]}
-

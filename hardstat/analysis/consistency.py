@@ -1,31 +1,63 @@
-"""Is a negative's hardness a property of the negative? Overdispersion of per-negative band counts.
+"""Is a negative's hardness a property of the image, beyond its class? Persistence across keys.
 
-For every negative (``neg_id``) of the chosen runs' logged pairs we count ``m``, its appearances
-(logged query-negative pairs), and ``k``, the pairs in which its rank fell in a band of the
-hardest ranks (default ``0-5``: the hardest 5% of the queue; ``Band.rank_intervals(K)``). If
-hardness were exchangeable among the negatives of each query (no negative consistently harder
-than another), each appearance would be in the band with probability ``p = kept_count(K) / K``
-independently across queries, so ``k ~ Binomial(m, p)``. Consistent hardness shows up as
-overdispersion of the ``k``:
+The paper's claim C6 is that some negatives are consistently hard (or easy) more often than
+chance. A negative appears in a query's queue as a *key*: one augmented view of one image,
+encoded by the momentum encoder at one step. Every query of the steps the key spends in the
+queue sees the same key, so a key that happens to sit in a dense region of embedding space is
+hard for many queries at once: that is a property of the view and the encoder state, not of
+the image. The question is whether hardness persists from one key of an image to *another*
+key of the same image, beyond what the image's class explains.
 
-* :func:`dispersion_statistic`: Pearson's ``X2 = sum (k - m p)^2 / (m p (1 - p))`` against
-  chi-square with ``n`` degrees of freedom (Cochran 1954), and the dispersion ratio ``X2 / n``
-  (the variance of the standardized residuals; 1 under the null) as effect size;
-  :func:`tarone_z`, Tarone's (1979) score test against beta-binomial overdispersion, which stays
-  calibrated when ``m p`` is small;
-* per negative, a two-sided exact binomial test (:func:`two_sided_binomial_p`), then
-  Benjamini-Hochberg (:func:`benjamini_hochberg`) -> consistently hard / easy negatives;
-* a permutation check: ranks shuffled within each logged query (:func:`shuffled_counts`, a
-  seeded permutation per query, streamed), same statistic;
-* class-conditional consistency: the null in-band rate of a pair is the rate of its
-  (query class, negative class) cell, estimated from the data;
-* persistence: Spearman correlation of per-negative mean rank percentile between two halves of
-  training, two epochs, or two runs, with an analytic and a permutation p-value.
+Units and estimands (names as in the log):
 
-The counting is one streaming DuckDB aggregation over the ``pairs`` view (logs larger than
-memory work); the statistics are NumPy/SciPy on one row per negative. The checks add one
-streamed pass each (the shuffle, in Arrow batches; the class counts, one DuckDB aggregation
-per negative and query class). No torch.
+* pair: a logged (query, key) with ``rank`` r among K negatives; its hardness is
+  ``h = (K - r) / (K - 1)`` (1 = hardest of the query's queue, 0 = easiest, mean 1/2 for every
+  query) and its in-band indicator ``b = [rank in the hard band]``;
+* key: ``(run, neg_id, key_step)``; its score is the mean h over the queries that saw it
+  (logs without ``key_step``, schema 1-2, use ``(run, neg_id, step)``: exact when each key is
+  logged at one step, i.e. ``log.every >= K / batch``);
+* stratum: ``(run, logged step, class of the negative)`` (a key logged at several steps
+  belongs to the first): its keys sat in the queue together, were seen by the same queries and
+  are of one class, and since the data order is random, which image holds which of its slots
+  is random. A key's *centred* score is its score minus what its class and its key step (its
+  age) predict within the logged step (an additive fit): that removes class-level hardness,
+  the classes of the queries, the key's age and the encoder's drift; what is left is the
+  key's own hardness;
+* negative (image): ``neg_id``; self-negatives (``neg_id = query_id``: the query image's own key
+  from an earlier epoch) are excluded and counted.
+
+Effect sizes, with intervals from a bootstrap over negatives (images, the unit that carries a
+persistent effect; all keys of an image move together):
+
+* ``icc_within_key``: the correlation of two queries' hardness of one key (per-key hubs);
+* ``icc_between_key``: of two queries' hardness of two different keys of one image: the
+  persistent part. Both are variance components of pair-level hardness beyond the strata
+  (:func:`hardstat.analysis.stats.nested_icc`), so they do not depend on the logging cadence;
+  also for the in-band indicator.
+
+The primary test (C6): ``persistence``, the correlation of centred key scores between different
+keys of one image, over all such pairs of keys (:func:`hardstat.analysis.stats.pair_correlation`).
+Null: the negatives' identities permuted within strata (:class:`hardstat.analysis.stats.
+StrataShuffle`), exact under "given the stratum, a key's hardness says nothing about which
+image it came from". One-sided permutation p with the +1 correction. Across runs (seeds)
+and between epochs the same correlation is taken between keys of one image in two runs (two
+epochs), the identities permuted in one of them; with three or more runs, the mean over pairs
+of runs with a jackknife interval over runs.
+
+Per-negative calls: each key's centred score becomes a van der Waerden score within its
+stratum (exchangeable under the null, exact variance), summed over the image's keys (at least
+``min_keys``) into a Stouffer z; two-sided normal p (conservative: the scores are bounded),
+Benjamini-Hochberg at ``fdr``; hard and easy calls have the same power. Calls are ranked by an
+empirical-Bayes estimate of the image's persistent effect (its mean centred key score shrunk
+by ``n tau2 / (n tau2 + sigma2)``), in percentile points.
+
+Diagnostics ("any structure / calibration", not tests of C6): the per-negative binomial
+overdispersion of in-band counts against exchangeable ranks (Pearson X2 / df, Tarone's Z), the
+number of per-key hubs (keys in the band for more of their queries than chance, BH), and the
+same overdispersion on ranks shuffled within each logged query (should be ~1).
+
+Counting is one streaming DuckDB aggregation per key (named parameters); everything after it
+is NumPy on one row per key. No torch.
 """
 
 from __future__ import annotations
@@ -34,315 +66,906 @@ import math
 import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 import numpy as np
 import polars as pl
 
-from hardstat.analysis.stats import (
-    benjamini_hochberg,
-    chi2_upper_tail,
-    dispersion_statistic,
-    pearson_dispersion,
-    spearman_test,
-    tarone_z,
-    two_sided_binomial_p,
-)
+from hardstat import display
+from hardstat.analysis import stats
 from hardstat.bands import Band, parse_band
 from hardstat.errors import ConfigError, LogError, RunError
 
 DEFAULT_BAND = "0-5"
 DEFAULT_FDR = 0.05
 DEFAULT_PERMUTATIONS = 1000
-_LN10 = math.log(10.0)
+DEFAULT_BOOTSTRAP = 200
+DEFAULT_MIN_KEYS = 3
+STRATA = "run x logged step x negative class"
+PERSISTENCE_NULL = f"negative identities permuted within strata ({STRATA})"
 
 
-# -- pure functions --------------------------------------------------------------------------
-def _min_per_bin(m: Any) -> int:
-    """Lattice points per bin at least: 1 when every m is equal, else 3 (smooths the comb that
-    several interleaved lattices make)."""
-    m = np.asarray(m)
-    return 1 if m.size == 0 or m.min() == m.max() else 3
+# -- the key table ---------------------------------------------------------------------------
+@dataclass(frozen=True)
+class KeyTable:
+    """One row per key, sorted by stratum (run, first logged step, negative class).
 
-
-def rate_bin_edges(m: Any, rates: Any, p: float, max_bins: int = 60) -> np.ndarray:
-    """Histogram edges for in-band rates, aligned to the lattice ``j / median(m)``.
-
-    Each bin holds the same number of lattice points (so discreteness does not make a comb;
-    at least 3 when the m differ), and the range covers the observed rates and the null's
-    bulk.
+    ``neg`` indexes ``neg_ids`` (the images); ``h_sum`` and ``h_sq`` are sums of hardness
+    ``(K - rank) / (K - 1)`` and its square over the key's ``m`` pairs, ``k`` its pairs in the
+    hard band. ``fitted_h`` and ``fitted_b`` are what a key's mean hardness (in-band rate) is
+    expected to be from its stratum alone: within its (run, logged step), the additive fit of
+    its class and its key step (:func:`hardstat.analysis.stats.additive_fit`), which used
+    ``n_params`` means.
     """
-    m = np.asarray(m, dtype=np.float64)
-    m0 = max(1, int(np.median(m)))
-    top = max(float(np.max(rates)), p + 5 * math.sqrt(p * (1 - p) / max(float(np.min(m)), 1)))
-    top = min(1.0, top)
-    points = math.ceil(top * m0) + 1  # lattice points 0 .. ceil(top * m0)
-    per_bin = max(_min_per_bin(m), math.ceil(points / max_bins))
-    n_bins = math.ceil(points / per_bin)
-    return (np.arange(n_bins + 1) * per_bin - 0.5) / m0
+
+    runs: tuple[str, ...]
+    queue_size: int
+    neg_ids: np.ndarray  # (J,) sample_id of each image
+    run: np.ndarray  # (n,) index into runs
+    neg: np.ndarray  # (n,) index into neg_ids
+    key_step: np.ndarray  # (n,)
+    epoch: np.ndarray  # (n,) epoch the key was first logged in
+    step: np.ndarray  # (n,) step the key was first logged at
+    label: np.ndarray  # (n,) class of the negative, -1 if unknown
+    m: np.ndarray  # (n,) pairs
+    h_sum: np.ndarray  # (n,)
+    h_sq: np.ndarray  # (n,)
+    k: np.ndarray  # (n,) pairs in the hard band
+    stratum: np.ndarray  # (n,) sorted stratum codes
+    fitted_h: np.ndarray  # (n,) expected mean hardness from the stratum and key step
+    fitted_b: np.ndarray  # (n,) expected in-band rate from the stratum and key step
+    n_params: int  # cell means the fits used
+    n_self: int  # self-negative pairs left out
+    legacy_runs: tuple[str, ...]  # runs whose log has no key_step
+
+    @property
+    def n_keys(self) -> int:
+        return int(self.m.size)
+
+    @cached_property
+    def n_strata(self) -> int:
+        st = self.stratum  # sorted: count the changes
+        return int(np.count_nonzero(st[1:] != st[:-1])) + 1 if st.size else 0
+
+    def centred_scores(self) -> np.ndarray:
+        """Each key's mean hardness minus what its stratum and key step predict."""
+        return self.h_sum / self.m - self.fitted_h
+
+    def params_of(self, mask: np.ndarray) -> int:
+        """Cell means of the fits among the keys of ``mask`` (a run, an epoch)."""
+        block = self.run[mask] * (1 << 32) + self.step[mask]
+        ab = np.unique(np.stack([block, self.label[mask]]), axis=1).shape[1]
+        ac = np.unique(np.stack([block, self.key_step[mask]]), axis=1).shape[1]
+        return int(ab + ac - np.unique(block).size)
+
+    def subset(self, mask: np.ndarray) -> KeyTable:
+        arrays = {
+            name: getattr(self, name)[mask]
+            for name in (
+                "run",
+                "neg",
+                "key_step",
+                "epoch",
+                "step",
+                "label",
+                "m",
+                "h_sum",
+                "h_sq",
+                "k",
+                "stratum",
+                "fitted_h",
+                "fitted_b",
+            )
+        }
+        return KeyTable(
+            self.runs,
+            self.queue_size,
+            self.neg_ids,
+            n_params=self.params_of(mask),
+            n_self=self.n_self,
+            legacy_runs=self.legacy_runs,
+            **arrays,
+        )
 
 
-def z_bin_edges(
-    m: Any, z: Any, p: float, lo: float = -8.0, hi: float = 24.0, max_bins: int = 60
-) -> np.ndarray:
-    """Edges for z-scores, aligned to the lattice ``(j - m0 p) / sqrt(m0 p (1 - p))``.
+_COUNT_SQL = """
+SELECT run, neg_id, coalesce(key_step, step) AS key_step, min(epoch) AS epoch,
+       min(step) AS step,
+       count(*) FILTER (WHERE neg_id <> query_id) AS m,
+       sum(rank) FILTER (WHERE neg_id <> query_id)::DOUBLE AS r1,
+       sum(rank::BIGINT * rank) FILTER (WHERE neg_id <> query_id)::DOUBLE AS r2,
+       count(*) FILTER (WHERE neg_id <> query_id AND {band}) AS k,
+       count(*) FILTER (WHERE neg_id = query_id) AS n_self
+FROM pairs
+WHERE neg_id IS NOT NULL{where}
+GROUP BY run, neg_id, coalesce(key_step, step)
+"""
 
-    ``m0`` is the median of ``m``; each bin holds the same number of lattice points (no comb
-    from discreteness; at least 3 when the m differ). The range covers the observed scores and
-    [-4, 4], within [lo, hi]; scores beyond it fall into the first or last bin (see
-    :func:`_bin_index`).
+
+def count_keys(
+    con: Any,
+    runs: Sequence[str],
+    queue_size: int,
+    band: Band,
+    *,
+    epochs: Sequence[int] | None = None,
+    filter_runs: bool = True,
+    legacy_runs: Sequence[str] = (),
+) -> KeyTable:
+    """One streaming aggregation of the ``pairs`` view into one row per key.
+
+    ``band`` (a range band) defines the in-band indicator; ``epochs`` keeps only pairs logged
+    in those epochs; ``filter_runs=False`` skips the run filter when ``runs`` are every run on
+    the connection. Parameters are bound by name (``$runs``, ``$epochs``, ``$lo0``, ``$hi0``...).
     """
-    z = np.asarray(z, dtype=np.float64)
-    m0 = max(1.0, float(np.median(np.asarray(m, dtype=np.float64))))
-    step = 1.0 / math.sqrt(m0 * p * (1 - p))
-    start = max(lo, min(float(z.min()), -4.0))
-    stop = min(hi, max(float(z.max()), 4.0))
-    per_bin = max(_min_per_bin(m), math.ceil((stop - start) / step / max_bins))
-    width = per_bin * step
-    first = math.floor((start / step + m0 * p) / per_bin) * per_bin  # lattice index at start
-    origin = (first - m0 * p - 0.5) * step
-    n_bins = max(1, math.ceil((stop - origin) / width))
-    return origin + np.arange(n_bins + 1) * width
+    import pyarrow.compute as pc
+
+    intervals = band.rank_intervals(queue_size)
+    band_sql = " OR ".join(f"(rank > $lo{i} AND rank <= $hi{i})" for i in range(len(intervals)))
+    params: dict[str, Any] = {}
+    for i, (lo, hi) in enumerate(intervals):
+        params[f"lo{i}"], params[f"hi{i}"] = lo, hi
+    where = ""
+    if filter_runs:
+        where += " AND list_contains($runs, run)"
+        params["runs"] = list(runs)
+    if epochs is not None:
+        where += " AND list_contains($epochs, epoch)"
+        params["epochs"] = [int(e) for e in epochs]
+    sql = _COUNT_SQL.format(band=f"({band_sql})", where=where)
+    table = _arrow(con, sql, params)
+    run_index = pc.index_in(table.column("run"), value_set=_pa_strings(runs)).to_numpy(
+        zero_copy_only=False
+    )
+    cols = {
+        name: table.column(name).to_numpy(zero_copy_only=False)
+        for name in ("neg_id", "key_step", "epoch", "step", "m", "r1", "r2", "k", "n_self")
+    }
+    n_self = int(cols["n_self"].sum())
+    keep = cols["m"] > 0
+    m = cols["m"][keep].astype(np.float64)
+    r1, r2 = cols["r1"][keep], cols["r2"][keep]
+    kk = float(queue_size)
+    h_sum = (kk * m - r1) / (kk - 1)
+    h_sq = (kk * kk * m - 2 * kk * r1 + r2) / (kk - 1) ** 2
+    neg_ids, neg = np.unique(cols["neg_id"][keep].astype(np.int64), return_inverse=True)
+    label = _labels(con, runs, neg_ids)[neg]
+    run = run_index[keep].astype(np.int64)
+    key_step = cols["key_step"][keep].astype(np.int64)
+    step = cols["step"][keep].astype(np.int64)
+    order = np.lexsort((neg, label, step, run))
+    code = np.stack([run, step, label])[:, order]
+    change = np.r_[True, np.any(code[:, 1:] != code[:, :-1], axis=0)] if order.size else []
+    stratum = np.cumsum(change) - 1
+    block = run * (1 << 32) + step
+    fitted_h, n_params = stats.additive_fit(h_sum / m, m, block, label, key_step)
+    k_rate = cols["k"][keep].astype(np.float64) / m
+    fitted_b, _ = stats.additive_fit(k_rate, m, block, label, key_step)
+    return KeyTable(
+        runs=tuple(runs),
+        queue_size=queue_size,
+        neg_ids=neg_ids,
+        run=run[order],
+        neg=neg[order].astype(np.int64),
+        key_step=key_step[order],
+        epoch=cols["epoch"][keep].astype(np.int64)[order],
+        step=step[order],
+        label=label[order],
+        m=m[order],
+        h_sum=h_sum[order],
+        h_sq=h_sq[order],
+        k=cols["k"][keep].astype(np.float64)[order],
+        stratum=np.asarray(stratum, dtype=np.int64),
+        fitted_h=fitted_h[order],
+        fitted_b=fitted_b[order],
+        n_params=n_params,
+        n_self=n_self,
+        legacy_runs=tuple(legacy_runs),
+    )
 
 
-def _bin_index(values: np.ndarray, edges: np.ndarray) -> np.ndarray:
-    """Bin of each value; values beyond the last edge go to the last bin, below to the first."""
-    idx = np.searchsorted(edges, values, side="right") - 1
-    return np.clip(idx, 0, len(edges) - 2)
+def _pa_strings(values: Sequence[str]) -> Any:
+    import pyarrow as pa
+
+    return pa.array(list(values), pa.string())
 
 
-def _scores(k: np.ndarray, m: np.ndarray, p: float, kind: str) -> np.ndarray:
-    if kind == "rate":
-        return k / m
-    return (k - m * p) / np.sqrt(m * p * (1 - p))
+def _arrow(con: Any, sql: str, params: dict[str, Any] | list[Any]) -> Any:
+    import duckdb
+
+    from hardstat.analysis.logs import translate_error
+
+    try:
+        table = con.sql(sql, params=params).to_arrow_table()
+    except duckdb.Error as e:
+        raise translate_error(e) from e
+    import pyarrow.compute as pc
+
+    if "run" in table.column_names and str(table.schema.field("run").type).startswith("dict"):
+        table = table.set_column(
+            table.column_names.index("run"), "run", pc.cast(table.column("run"), "string")
+        )
+    return table
 
 
-def null_histogram(m: Any, p: float, edges: np.ndarray, kind: str = "rate") -> np.ndarray:
-    """Expected number of negatives per bin of ``kind`` ('rate' k/m or 'z') under the null.
-
-    The null is the mixture over negatives of ``Binomial(m_i, p)``, computed exactly: each
-    distinct ``m`` contributes its binomial pmf (support trimmed where the mass is below 1e-15),
-    weighted by how many negatives have that ``m``, binned as the observed scores are.
-    """
-    from scipy.stats import binom
-
-    values, counts = np.unique(np.asarray(m, dtype=np.int64), return_counts=True)
-    expected = np.zeros(len(edges) - 1)
-    for mi, ci in zip(values.tolist(), counts.tolist(), strict=True):
-        lo = int(binom.ppf(1e-15, mi, p))
-        hi = int(binom.isf(1e-15, mi, p)) + 1
-        ks = np.arange(max(lo - 1, 0), min(hi + 1, mi) + 1)
-        pmf = binom.pmf(ks, mi, p)
-        scores = _scores(ks.astype(np.float64), np.full(ks.size, float(mi)), p, kind)
-        np.add.at(expected, _bin_index(scores, edges), ci * pmf)
-    return expected
+def _fetch(con: Any, sql: str, params: Sequence[Any]) -> dict[str, np.ndarray]:
+    arrow = _arrow(con, sql, list(params))
+    return {name: arrow.column(name).to_numpy(zero_copy_only=False) for name in arrow.column_names}
 
 
-def observed_histogram(
-    k: Any, m: Any, p: float, edges: np.ndarray, kind: str = "rate"
-) -> np.ndarray:
-    """Number of negatives per bin of ``kind`` ('rate' or 'z'), binned as :func:`null_histogram`."""
-    scores = _scores(np.asarray(k, dtype=np.float64), np.asarray(m, dtype=np.float64), p, kind)
-    return np.bincount(_bin_index(scores, edges), minlength=len(edges) - 1).astype(np.int64)
+def _labels(con: Any, runs: Sequence[str], neg_ids: np.ndarray) -> np.ndarray:
+    """Class label of each image (-1 where unknown)."""
+    lab = _fetch(
+        con,
+        "SELECT sample_id, min(label) AS label FROM samples "
+        "WHERE split = 'train' AND list_contains(?, run) GROUP BY sample_id ORDER BY sample_id",
+        [list(runs)],
+    )
+    out = np.full(neg_ids.size, -1, np.int64)
+    if lab["sample_id"].size == 0 or neg_ids.size == 0:
+        return out
+    ids = lab["sample_id"].astype(np.int64)
+    pos = np.clip(np.searchsorted(ids, neg_ids), 0, ids.size - 1)
+    found = ids[pos] == neg_ids
+    out[found] = lab["label"].astype(np.int64)[pos[found]]
+    return out
 
 
 # -- results ---------------------------------------------------------------------------------
 @dataclass(frozen=True)
-class PermutationCheck:
-    """The statistic after shuffling ranks within each logged (run, step, query): a null draw."""
+class Estimate:
+    """A number with its 95% interval."""
 
-    seed: int
-    statistic: float
-    df: int
-    dispersion_ratio: float
-    p_value: float
-    log10_p_value: float
-    n_consistently_hard: int
-    n_consistently_easy: int
+    value: float
+    ci: tuple[float, float]
+
+    def text(self, fmt: str = ".4f") -> str:
+        return display.estimate(self.value, self.ci[0], self.ci[1], fmt)
 
 
 @dataclass(frozen=True)
-class ClassConditional:
-    """Overdispersion beyond the class: null rate of a pair = rate of its (query, negative) cell."""
+class Persistence:
+    """Correlation of centred key scores between different keys of one image (see module)."""
 
-    n_negatives: int
-    n_cells: int
     statistic: float
-    df: int
-    dispersion_ratio: float
+    ci: tuple[float, float]
     p_value: float
-    log10_p_value: float
-    n_unlabelled: int
+    permutations: int
+    null: str
+    n_key_pairs: int  # unordered pairs of different keys of one image
+    n_negatives: int  # images with at least two keys
+    per_run: tuple[tuple[str, float, int], ...] = ()  # (run, statistic, key pairs)
+
+    def to_dict(self) -> dict[str, Any]:
+        return display.json_value(
+            {
+                "statistic": self.statistic,
+                "ci": self.ci,
+                "p_value": self.p_value,
+                "permutations": self.permutations,
+                "null": self.null,
+                "n_key_pairs": self.n_key_pairs,
+                "n_negatives": self.n_negatives,
+                "per_run": [
+                    {"run": r, "statistic": s, "n_key_pairs": n} for r, s, n in self.per_run
+                ],
+            }
+        )
 
 
 @dataclass(frozen=True)
-class Temporal:
-    """Spearman correlation of per-negative mean rank percentile between two parts of the log."""
-
-    mode: str  # 'halves', 'epochs' or 'runs'
+class RunPair:
     first: str
     second: str
-    n_negatives: int
-    rho: float
+    statistic: float
+    ci: tuple[float, float]
     p_value: float
-    p_permutation: float | None
+    n_negatives: int
+
+
+@dataclass(frozen=True)
+class AcrossRuns:
+    """Persistence between runs (seeds) or epochs: keys of one image in two parts."""
+
+    mode: str  # 'runs' or 'epochs'
+    statistic: float  # mean over pairs of parts
+    ci: tuple[float, float]
+    interval: str  # how the interval was made
+    p_value: float
     permutations: int
+    n_negatives: int  # images seen in at least two parts
+    pairs: tuple[RunPair, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return display.json_value(
+            {
+                "mode": self.mode,
+                "statistic": self.statistic,
+                "ci": self.ci,
+                "interval": self.interval,
+                "p_value": self.p_value,
+                "permutations": self.permutations,
+                "n_negatives": self.n_negatives,
+                "pairs": [
+                    {
+                        "first": p.first,
+                        "second": p.second,
+                        "statistic": p.statistic,
+                        "ci": p.ci,
+                        "p_value": p.p_value,
+                        "n_negatives": p.n_negatives,
+                    }
+                    for p in self.pairs
+                ],
+            }
+        )
+
+
+@dataclass(frozen=True)
+class Diagnostics:
+    """Any structure / calibration: exchangeable-rank overdispersion, per-key hubs, shuffle."""
+
+    dispersion_ratio: float
+    dispersion_statistic: float
+    dispersion_df: int
+    dispersion_p: float
+    dispersion_log10_p: float
+    tarone_z: float
+    tarone_log10_p: float
+    n_hub_keys_hard: int
+    n_hub_keys_easy: int
+    shuffled_dispersion_ratio: float | None  # ranks shuffled within each logged query
+    shuffled_log10_p: float | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return display.json_value({k: getattr(self, k) for k in self.__dataclass_fields__})
 
 
 @dataclass(frozen=True)
 class ConsistencyResult:
-    """Consistency of hardness over the chosen runs' logs (see the module docstring)."""
+    """Persistence of hardness across keys of one image (see the module docstring)."""
 
     runs: tuple[str, ...]
     band: str
     queue_size: int
     kept: int
     kept_fraction: float
+    key_unit: str
     n_pairs: int
+    n_keys: int
+    n_strata: int
     n_negatives: int
-    median_appearances: float
-    statistic: float
-    df: int
-    dispersion_ratio: float
-    p_value: float
-    log10_p_value: float
-    tarone_z: float
-    tarone_p_value: float
-    tarone_log10_p_value: float
+    n_self_negatives_excluded: int
+    icc_within_key: Estimate
+    icc_between_key: Estimate
+    icc_in_band_within_key: Estimate
+    icc_in_band_between_key: Estimate
+    persistence: Persistence
+    across_runs: AcrossRuns | None
     fdr: float
+    min_keys: int
+    n_testable: int
     n_consistently_hard: int
     n_consistently_easy: int
     hard_ids: tuple[int, ...]
     easy_ids: tuple[int, ...]
-    permutation: PermutationCheck | None
-    class_conditional: ClassConditional | None
-    temporal: Temporal | None
-    rate_histogram: pl.DataFrame = field(repr=False)
-    z_histogram: pl.DataFrame = field(repr=False)
+    diagnostics: Diagnostics
+    bootstrap: int
+    epochs: tuple[int, ...] | None
+    null_draws: np.ndarray = field(repr=False)
     per_negative: pl.DataFrame = field(repr=False)
     notes: tuple[str, ...] = ()
 
+    @property
+    def p_value(self) -> float:
+        """The primary test's p: persistence across keys beyond class."""
+        return self.persistence.p_value
+
     def summary_rows(self, *, ids: bool = False) -> list[tuple[str, str]]:
-        """(name, value) lines summarising the result, for the CLI table and the report; with
-        ``ids`` the most significant hard and easy negative ids are listed too."""
+        """(name, value) lines, effect sizes first, for the CLI table and the report."""
+        p = self.persistence
         rows = [
             ("runs", ", ".join(self.runs)),
             (
-                "pairs, negatives",
-                f"{self.n_pairs:,} pairs of {self.n_negatives:,} negatives "
-                f"(median {self.median_appearances:,.0f} appearances)",
+                "units",
+                f"{self.n_pairs:,} pairs, {self.n_keys:,} keys {self.key_unit} of "
+                f"{self.n_negatives:,} negatives, {self.n_strata:,} strata ({STRATA}); "
+                f"{self.n_self_negatives_excluded:,} self-negative pairs left out",
             ),
             (
-                "overdispersion",
-                f"X2 = {self.statistic:,.1f} on {self.df:,} df, ratio "
-                f"{self.dispersion_ratio:.3f}, {format_p(self.p_value, self.log10_p_value)}",
+                "ICC within key",
+                f"{self.icc_within_key.text()} (hardness); "
+                f"{self.icc_in_band_within_key.text()} (in band {self.band})",
             ),
             (
-                "Tarone Z",
-                f"{self.tarone_z:,.2f}, {format_p(self.tarone_p_value, self.tarone_log10_p_value)}",
+                "ICC between keys",
+                f"{self.icc_between_key.text()} (hardness); "
+                f"{self.icc_in_band_between_key.text()} (in band {self.band})",
             ),
             (
-                f"per negative (BH {self.fdr:g})",
-                f"{self.n_consistently_hard:,} consistently hard, {self.n_consistently_easy:,} "
-                "consistently easy (two-sided exact binomial)",
+                "persistence (C6)",
+                f"{display.estimate(p.statistic, p.ci[0], p.ci[1], '.4f')} over "
+                f"{p.n_key_pairs:,} pairs of keys of {p.n_negatives:,} negatives; "
+                f"{display.p_text(p.p_value, permutations=p.permutations)} (one-sided)",
             ),
         ]
+        if len(p.per_run) > 1:
+            rows.append(
+                (
+                    "  per run",
+                    "; ".join(f"{r} {display.number(s, '.4f')}" for r, s, _ in p.per_run),
+                )
+            )
+        if self.across_runs is not None:
+            a = self.across_runs
+            rows.append(
+                (
+                    f"across {a.mode}",
+                    f"{display.estimate(a.statistic, a.ci[0], a.ci[1], '.4f')} ({a.interval}) "
+                    f"over {a.n_negatives:,} negatives; "
+                    f"{display.p_text(a.p_value, permutations=a.permutations)}",
+                )
+            )
+            if len(a.pairs) > 1:
+                rows.append(
+                    (
+                        "  pairs",
+                        "; ".join(
+                            f"{x.first}~{x.second} {display.number(x.statistic, '.4f')}"
+                            for x in a.pairs
+                        ),
+                    )
+                )
+        rows.append(
+            (
+                f"per negative (BH {self.fdr:g})",
+                f"{self.n_consistently_hard:,} consistently hard, "
+                f"{self.n_consistently_easy:,} consistently easy, of {self.n_testable:,} "
+                f"negatives with >= {self.min_keys} keys",
+            )
+        )
         if ids:
             rows += [("hardest", _id_list(self.hard_ids)), ("easiest", _id_list(self.easy_ids))]
-        if self.permutation is not None:
-            pc = self.permutation
+        d = self.diagnostics
+        rows.append(
+            (
+                "diagnostics",
+                f"dispersion ratio {d.dispersion_ratio:.3f} vs exchangeable ranks "
+                f"({_log10_p_text(d.dispersion_p, d.dispersion_log10_p)}; Tarone Z "
+                f"{d.tarone_z:,.1f}); {d.n_hub_keys_hard:,} hard and {d.n_hub_keys_easy:,} easy "
+                "per-key hubs. Any structure, not evidence of C6",
+            )
+        )
+        if d.shuffled_dispersion_ratio is not None:
             rows.append(
                 (
-                    "ranks shuffled",
-                    f"ratio {pc.dispersion_ratio:.3f}, {format_p(pc.p_value, pc.log10_p_value)}, "
-                    f"{pc.n_consistently_hard} hard, {pc.n_consistently_easy} easy (should be "
-                    f"~1, not significant; seed {pc.seed})",
-                )
-            )
-        if self.class_conditional is not None:
-            c = self.class_conditional
-            rows.append(
-                (
-                    "beyond class",
-                    f"X2 = {c.statistic:,.1f} on {c.df:,} df ({c.n_cells} class cells), ratio "
-                    f"{c.dispersion_ratio:.3f}, {format_p(c.p_value, c.log10_p_value)}",
-                )
-            )
-        if self.temporal is not None:
-            t = self.temporal
-            perm = (
-                f", {format_p(t.p_permutation)} ({t.permutations} permutations)"
-                if t.p_permutation is not None
-                else ""
-            )
-            rows.append(
-                (
-                    f"persistence ({t.mode})",
-                    f"Spearman rho = {t.rho:.3f} over {t.n_negatives:,} negatives in {t.first} "
-                    f"and {t.second}; {format_p(t.p_value)} (analytic){perm}",
+                    "calibration",
+                    f"ranks shuffled within each query: dispersion ratio "
+                    f"{d.shuffled_dispersion_ratio:.3f} (should be ~1)",
                 )
             )
         return rows
 
+    def chart_tables(self, z_bins: int = 40) -> dict[str, pl.DataFrame]:
+        """The tables :func:`hardstat.charts.consistency.consistency_chart` draws: ``icc``
+        (kind, measure, value, lo, hi), ``null`` (a histogram of the permutation null of the
+        persistence statistic), ``observed`` (statistic, its interval, p, label) and ``z``
+        (per-negative z histogram, observed and expected under N(0, 1))."""
+        from scipy.special import ndtr
+
+        icc = pl.DataFrame(
+            [
+                {"kind": kind, "measure": measure, "value": e.value, "lo": e.ci[0], "hi": e.ci[1]}
+                for kind, measure, e in (
+                    ("within a key", "hardness", self.icc_within_key),
+                    ("within a key", f"in band {self.band}", self.icc_in_band_within_key),
+                    ("between keys of one image", "hardness", self.icc_between_key),
+                    (
+                        "between keys of one image",
+                        f"in band {self.band}",
+                        self.icc_in_band_between_key,
+                    ),
+                )
+            ]
+        )
+        icc = icc.with_columns(pl.col("value", "lo", "hi").fill_nan(None))
+        p = self.persistence
+        draws = self.null_draws[np.isfinite(self.null_draws)]
+        if draws.size:
+            span = [float(draws.min()), float(draws.max())]
+            edges = np.histogram_bin_edges(draws, bins=30, range=(span[0], span[1]))
+            counts = np.histogram(draws, bins=edges)[0]
+            null = pl.DataFrame({"lo": edges[:-1], "hi": edges[1:], "permutations": counts})
+        else:
+            null = pl.DataFrame(
+                schema={"lo": pl.Float64, "hi": pl.Float64, "permutations": pl.Int64}
+            )
+        observed = pl.DataFrame(
+            {
+                "statistic": [p.statistic],
+                "lo": [p.ci[0] if math.isfinite(p.ci[0]) else p.statistic],
+                "hi": [p.ci[1] if math.isfinite(p.ci[1]) else p.statistic],
+                "p": [p.p_value],
+                "label": [f"observed {p.statistic:.4f}"],
+            }
+        )
+        z = self.per_negative.filter(pl.col("p").is_not_null())["z"].to_numpy()
+        lim = max(4.0, float(np.nanmax(np.abs(z))) if z.size else 4.0)
+        edges = np.linspace(-lim, lim, z_bins + 1)
+        expected = z.size * np.diff(ndtr(edges))
+        z_table = pl.DataFrame(
+            {
+                "lo": edges[:-1],
+                "hi": edges[1:],
+                "observed": np.histogram(z, bins=edges)[0].astype(np.float64),
+                "null": expected,
+            }
+        )
+        return {"icc": icc, "null": null, "observed": observed, "z": z_table}
+
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready summary (histograms as records; per_negative left out)."""
-        out: dict[str, Any] = {}
-        for name in self.__dataclass_fields__:
-            if name in ("rate_histogram", "z_histogram", "per_negative"):
-                continue
-            value = getattr(self, name)
-            if isinstance(value, PermutationCheck | ClassConditional | Temporal):
-                value = {k: _json_value(getattr(value, k)) for k in value.__dataclass_fields__}
-            out[name] = _json_value(value)
-        out["rate_histogram"] = self.rate_histogram.to_dicts()
-        out["z_histogram"] = self.z_histogram.to_dicts()
+        """JSON-ready summary (per_negative and the null draws left out)."""
+        d = self.diagnostics
+        out: dict[str, Any] = {
+            "runs": list(self.runs),
+            "band": self.band,
+            "queue_size": self.queue_size,
+            "kept": self.kept,
+            "kept_fraction": self.kept_fraction,
+            "key_unit": self.key_unit,
+            "strata": STRATA,
+            "epochs": list(self.epochs) if self.epochs is not None else None,
+            "n_pairs": self.n_pairs,
+            "n_keys": self.n_keys,
+            "n_strata": self.n_strata,
+            "n_negatives": self.n_negatives,
+            "n_self_negatives_excluded": self.n_self_negatives_excluded,
+            "p_value": self.p_value,
+            "icc_within_key": self.icc_within_key.value,
+            "icc_within_key_ci": list(self.icc_within_key.ci),
+            "icc_between_key": self.icc_between_key.value,
+            "icc_between_key_ci": list(self.icc_between_key.ci),
+            "icc_in_band_within_key": self.icc_in_band_within_key.value,
+            "icc_in_band_within_key_ci": list(self.icc_in_band_within_key.ci),
+            "icc_in_band_between_key": self.icc_in_band_between_key.value,
+            "icc_in_band_between_key_ci": list(self.icc_in_band_between_key.ci),
+            "bootstrap": self.bootstrap,
+            "persistence": self.persistence.to_dict(),
+            "across_runs": self.across_runs.to_dict() if self.across_runs else None,
+            "fdr": self.fdr,
+            "min_keys": self.min_keys,
+            "n_testable": self.n_testable,
+            "n_consistently_hard": self.n_consistently_hard,
+            "n_consistently_easy": self.n_consistently_easy,
+            "hard_ids": list(self.hard_ids),
+            "easy_ids": list(self.easy_ids),
+            "dispersion_ratio": d.dispersion_ratio,
+            "diagnostics": d.to_dict(),
+            "notes": list(self.notes),
+        }
+        return display.json_value(out)
+
+
+def _log10_p_text(p: float, log10_p: float) -> str:
+    if math.isfinite(log10_p) and log10_p < math.log10(display.P_FLOOR):
+        return f"p < {display.P_FLOOR:.0e}, log10 p = {log10_p:,.0f}"
+    return display.p_text(p)
+
+
+def _id_list(ids: tuple[int, ...], limit: int = 10) -> str:
+    if not ids:
+        return display.DASH
+    more = f", ... ({len(ids) - limit} more)" if len(ids) > limit else ""
+    return ", ".join(map(str, ids[:limit])) + more
+
+
+# -- the statistics on the key table ---------------------------------------------------------
+class _PersistenceNull:
+    """The persistence numerator for permuted identities, with everything else fixed.
+
+    Keys of ``part`` 0 and 1 (two runs or two epochs) or of one part (within runs): the
+    numerator is ``sum_g S0_g S1_g`` or ``sum_g S_g^2 - sum c^2`` with ``S_g`` the sum of
+    centred scores of group g's keys. Identities are permuted within strata.
+    """
+
+    def __init__(self, c: np.ndarray, group: np.ndarray, n_groups: int, stratum: np.ndarray):
+        self.c, self.group, self.n_groups = c, group, n_groups
+        self.shuffle = stats.StrataShuffle(stratum)
+        self.sq = float(c @ c)
+
+    def numerator(self, group: np.ndarray) -> float:
+        s = np.bincount(group, weights=self.c, minlength=self.n_groups)
+        return float(s @ s) - self.sq
+
+    def draws(self, permutations: int, rng: np.random.Generator) -> np.ndarray:
+        out = np.empty(permutations)
+        for i in range(permutations):
+            out[i] = self.numerator(self.group[self.shuffle.draw(rng)])
         return out
 
 
-def _json_value(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, tuple):
-        return list(value)
-    return value
+def _icc(
+    keys: KeyTable,
+    total: np.ndarray,
+    total_sq: np.ndarray,
+    fitted: np.ndarray,
+    reps: int,
+    rng: np.random.Generator,
+) -> tuple[Estimate, Estimate]:
+    """Within- and between-key ICCs of a pair-level score; intervals from a bootstrap over
+    images. Keys of one image in different runs are different groups for the between-key
+    covariance (runs are separate trainings) but one cluster in the bootstrap."""
+    j = keys.neg_ids.size
+    group = keys.run * j + keys.neg
+    sums = stats.icc_sums(keys.m, total, total_sq, fitted, group, len(keys.runs) * j)
+    point = stats.icc_from_sums(sums.sum(axis=0), keys.n_params)
+    per_image = np.zeros((j, sums.shape[1]))
+    np.add.at(per_image, np.arange(sums.shape[0]) % j, sums)
+    within = np.full(reps, np.nan)
+    between = np.full(reps, np.nan)
+    if reps > 0:
+        draws = stats.bootstrap_sums(per_image, reps, rng)
+        for i in range(reps):
+            r = stats.icc_from_sums(draws[i], keys.n_params)
+            within[i], between[i] = r.within_key, r.between_key
+    return (
+        Estimate(point.within_key, stats.percentile_interval(within)),
+        Estimate(point.between_key, stats.percentile_interval(between)),
+    )
 
 
-# -- SQL -------------------------------------------------------------------------------------
-def _band_predicate(column: str, intervals: Sequence[tuple[int, int]]) -> tuple[str, list[int]]:
-    """``(col > ? AND col <= ?) OR ...`` for the kept rank intervals, values bound."""
-    text = " OR ".join(f"({column} > ? AND {column} <= ?)" for _ in intervals)
-    return f"({text})", [v for lo, hi in intervals for v in (lo, hi)]
+def _persistence_sums(c: np.ndarray, group: np.ndarray, cluster: np.ndarray, n_clusters: int):
+    """Per cluster (image): [cross products, ordered key pairs, sum c^2, keys] for the within
+    statistic with groups ``group`` (image within run)."""
+    n_groups = int(group.max()) + 1 if group.size else 0
+    s = np.bincount(group, weights=c, minlength=n_groups)
+    n = np.bincount(group, minlength=n_groups).astype(np.float64)
+    g_cluster = np.zeros(n_groups, np.int64)
+    g_cluster[group] = cluster
+    cq = np.bincount(group, weights=c * c, minlength=n_groups)
+    cols = np.stack([s * s - cq, n * (n - 1), cq, n], axis=1)
+    out = np.zeros((n_clusters, 4))
+    np.add.at(out, g_cluster, cols)
+    return out
 
 
-def _in_list(column: str, values: Sequence[Any]) -> tuple[str, list[Any]]:
-    return f"{column} IN ({', '.join('?' for _ in values)})", list(values)
+def _ratio_of_sums(sums: np.ndarray, n_params: int) -> float:
+    cross, pairs, sq, n = sums
+    if pairs <= 0 or n <= n_params or sq <= 0:
+        return float("nan")
+    return float((cross / pairs) / (sq / (n - n_params)))
 
 
-def _fetch(con: Any, sql: str, params: Sequence[Any]) -> dict[str, np.ndarray]:
-    import duckdb
+def _within_persistence(
+    keys: KeyTable,
+    c: np.ndarray,
+    permutations: int,
+    reps: int,
+    rng: np.random.Generator,
+) -> tuple[Persistence, np.ndarray]:
+    j = keys.neg_ids.size
+    group = keys.run * j + keys.neg  # an image within a run
+    n_groups = len(keys.runs) * j
+    pc = stats.pair_correlation(c, group, n_groups, ddof=keys.n_params)
+    null = _PersistenceNull(c, group, n_groups, keys.stratum)
+    draws = null.draws(permutations, rng) if permutations > 0 else np.zeros(0)
+    scale = pc.n_pairs * pc.variance
+    null_stats = draws / scale if scale > 0 else draws * np.nan
+    p = stats.permutation_p(pc.statistic, null_stats, "greater")
+    sums = _persistence_sums(c, group, keys.neg, j)
+    boot = np.full(reps, np.nan)
+    if reps > 0:
+        for i, row in enumerate(stats.bootstrap_sums(sums, reps, rng)):
+            boot[i] = _ratio_of_sums(row, keys.n_params)
+    counts = np.bincount(group, minlength=n_groups)
+    per_run = []
+    for r, name in enumerate(keys.runs):
+        sel = keys.run == r
+        if not np.any(sel):
+            continue
+        pr = stats.pair_correlation(c[sel], group[sel], n_groups, ddof=keys.params_of(sel))
+        per_run.append((name, pr.statistic, pr.n_pairs // 2))
+    result = Persistence(
+        statistic=pc.statistic,
+        ci=stats.percentile_interval(boot),
+        p_value=p,
+        permutations=permutations,
+        null=PERSISTENCE_NULL,
+        n_key_pairs=pc.n_pairs // 2,
+        n_negatives=int(np.count_nonzero(counts >= 2)),
+        per_run=tuple(per_run),
+    )
+    return result, null_stats
 
-    from hardstat.analysis.logs import translate_error
 
-    try:
-        arrow = con.sql(sql, params=list(params)).to_arrow_table()
-    except duckdb.Error as e:
-        raise translate_error(e) from e
-    return {name: arrow.column(name).to_numpy(zero_copy_only=False) for name in arrow.column_names}
+def _cross(
+    keys: KeyTable,
+    c: np.ndarray,
+    part: np.ndarray,
+    names: Sequence[str],
+    mode: str,
+    permutations: int,
+    reps: int,
+    rng: np.random.Generator,
+) -> AcrossRuns:
+    """Persistence between parts (runs or epochs): for each pair of parts (a, b), the
+    correlation of centred scores between keys of one image in a and in b; identities permuted
+    within strata (of all parts at once); bootstrap over images per pair; with three or more
+    parts the mean over pairs, with a jackknife interval over parts."""
+    j = keys.neg_ids.size
+    n_parts = len(names)
+    var = np.array(
+        [
+            float(c[part == a] @ c[part == a])
+            / max(int(np.count_nonzero(part == a)) - keys.params_of(part == a), 1)
+            for a in range(n_parts)
+        ]
+    )
+    pairs = [(a, b) for a in range(n_parts) for b in range(a + 1, n_parts)]
+
+    def sums_by_part(neg: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        s = np.zeros((n_parts, j))
+        n = np.zeros((n_parts, j))
+        for a in range(n_parts):
+            sel = part == a
+            s[a] = np.bincount(neg[sel], weights=c[sel], minlength=j)
+            n[a] = np.bincount(neg[sel], minlength=j)
+        return s, n
+
+    s, n = sums_by_part(keys.neg)
+
+    def pair_stats(s: np.ndarray) -> np.ndarray:
+        return np.array(
+            [
+                float(s[a] @ s[b]) / float(n[a] @ n[b]) / math.sqrt(var[a] * var[b])
+                if float(n[a] @ n[b]) > 0
+                else np.nan
+                for a, b in pairs
+            ]
+        )
+
+    observed = pair_stats(s)
+    shuffle = stats.StrataShuffle(keys.stratum)
+    null = np.full((permutations, len(pairs)), np.nan)
+    for i in range(permutations):
+        null[i] = pair_stats(sums_by_part(keys.neg[shuffle.draw(rng)])[0])
+    run_pairs = []
+    boot_all = np.full((reps, len(pairs)), np.nan)
+    for idx, (a, b) in enumerate(pairs):
+        cols = np.stack([s[a] * s[b], n[a] * n[b]], axis=1)
+        if reps > 0:
+            draws = stats.bootstrap_sums(cols, reps, rng)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                boot_all[:, idx] = draws[:, 0] / draws[:, 1] / math.sqrt(var[a] * var[b])
+        run_pairs.append(
+            RunPair(
+                names[a],
+                names[b],
+                float(observed[idx]),
+                stats.percentile_interval(boot_all[:, idx]),
+                stats.permutation_p(float(observed[idx]), null[:, idx], "greater"),
+                int(np.count_nonzero((n[a] > 0) & (n[b] > 0))),
+            )
+        )
+    mean = float(np.nanmean(observed)) if observed.size else float("nan")
+    null_mean = np.nanmean(null, axis=1) if permutations else np.zeros(0)
+    if n_parts >= 3:
+        loo = [
+            float(np.nanmean([observed[i] for i, (a, b) in enumerate(pairs) if r not in (a, b)]))
+            for r in range(n_parts)
+        ]
+        _, lo, hi = stats.jackknife_interval(mean, loo)
+        ci, how = (lo, hi), f"jackknife over {n_parts} {mode}, t with {n_parts - 1} df"
+    else:
+        ci, how = run_pairs[0].ci, "bootstrap over negatives"
+    return AcrossRuns(
+        mode=mode,
+        statistic=mean,
+        ci=ci,
+        interval=how,
+        p_value=stats.permutation_p(mean, null_mean, "greater"),
+        permutations=permutations,
+        n_negatives=int(np.count_nonzero((n > 0).sum(axis=0) >= 2)),
+        pairs=tuple(run_pairs),
+    )
 
 
-@dataclass(frozen=True)
-class _Split:
-    mode: str
-    first: str
-    second: str
-    part0: tuple[str, list[Any]]  # SQL predicate and its parameters
-    part1: tuple[str, list[Any]]
+def _calls(
+    keys: KeyTable, c: np.ndarray, min_keys: int, fdr: float, cov: float
+) -> tuple[pl.DataFrame, int]:
+    """Per image: Stouffer z of within-stratum van der Waerden scores over its keys (all runs),
+    BH over the images with at least ``min_keys`` keys, and the empirical-Bayes effect."""
+    from scipy.special import ndtr
+
+    j = keys.neg_ids.size
+    g, var = stats.stratum_normal_scores(c, keys.stratum)
+    n = np.bincount(keys.neg, minlength=j)
+    zsum = np.bincount(keys.neg, weights=g, minlength=j)
+    vsum = np.bincount(keys.neg, weights=var, minlength=j)
+    csum = np.bincount(keys.neg, weights=c, minlength=j)
+    testable = (n >= min_keys) & (vsum > 0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        z = np.where(vsum > 0, zsum / np.sqrt(vsum), np.nan)
+        mean_c = np.where(n > 0, csum / np.maximum(n, 1), np.nan)
+    p = np.full(j, np.nan)
+    p[testable] = 2 * ndtr(-np.abs(z[testable]))
+    q = np.full(j, np.nan)
+    q[testable] = stats.benjamini_hochberg(p[testable])
+    var_c = float(c @ c) / max(c.size - keys.n_params, 1)
+    tau2 = max(cov, 0.0)
+    sigma2 = max(var_c - tau2, 1e-12)
+    shrink = n * tau2 / (n * tau2 + sigma2)
+    effect = 100 * shrink * mean_c  # percentile points of hardness
+    hard = testable & (q <= fdr) & (z > 0)
+    easy = testable & (q <= fdr) & (z < 0)
+    call = [("hard" if h else "easy" if e else None) for h, e in zip(hard, easy, strict=True)]
+    labels = np.full(j, -1, np.int64)
+    labels[keys.neg] = keys.label
+    frame = pl.DataFrame(
+        {
+            "neg_id": keys.neg_ids,
+            "label": pl.Series("label", labels, dtype=pl.Int64),
+            "n_keys": n.astype(np.int64),
+            "mean_centred": mean_c,
+            "effect": effect,
+            "z": z,
+            "p": p,
+            "q": q,
+            "call": pl.Series("call", call, dtype=pl.String),
+        }
+    ).with_columns(
+        pl.when(pl.col("label") >= 0).then(pl.col("label")).alias("label"),
+        pl.col("p").fill_nan(None),
+        pl.col("q").fill_nan(None),
+        pl.col("z").fill_nan(None),
+    )
+    return frame, int(np.count_nonzero(testable))
 
 
+def _diagnostics(
+    keys: KeyTable, p: float, fdr: float, shuffled: tuple[np.ndarray, np.ndarray] | None
+) -> Diagnostics:
+    """Exchangeable-rank overdispersion per image, Tarone's Z, per-key hubs, shuffle check."""
+    from scipy.stats import norm
+
+    j = keys.neg_ids.size
+    m_img = np.bincount(keys.neg, weights=keys.m, minlength=j)
+    k_img = np.bincount(keys.neg, weights=keys.k, minlength=j)
+    seen = m_img > 0
+    x2 = stats.dispersion_statistic(k_img[seen], m_img[seen], p)
+    df = int(np.count_nonzero(seen))
+    pv, lp = stats.chi2_upper_tail(x2, df)
+    tz = stats.tarone_z(k_img[seen], m_img[seen], p)
+    t_lp = float(norm.logsf(tz)) / math.log(10) if math.isfinite(tz) else float("nan")
+    q_key = stats.benjamini_hochberg(stats.two_sided_binomial_p(keys.k, keys.m, p))
+    expected = keys.m * p
+    shuffled_ratio = shuffled_lp = None
+    if shuffled is not None:
+        ms, ks = shuffled
+        sx2 = stats.dispersion_statistic(ks, ms, p)
+        shuffled_ratio = sx2 / ms.size
+        shuffled_lp = stats.chi2_upper_tail(sx2, ms.size)[1]
+    return Diagnostics(
+        dispersion_ratio=x2 / df,
+        dispersion_statistic=x2,
+        dispersion_df=df,
+        dispersion_p=pv,
+        dispersion_log10_p=lp,
+        tarone_z=tz,
+        tarone_log10_p=t_lp,
+        n_hub_keys_hard=int(np.count_nonzero((q_key <= fdr) & (keys.k > expected))),
+        n_hub_keys_easy=int(np.count_nonzero((q_key <= fdr) & (keys.k < expected))),
+        shuffled_dispersion_ratio=shuffled_ratio,
+        shuffled_log10_p=shuffled_lp,
+    )
+
+
+# -- resolving runs --------------------------------------------------------------------------
 def _resolve_runs(
     con: Any, runs: Sequence[str] | None, against: str | None
-) -> tuple[list[str], int, dict[str, int]]:
-    table = _fetch(con, "SELECT run, queue_size, dataset FROM runs ORDER BY run", [])
+) -> tuple[list[str], int, dict[str, int], list[str]]:
+    table = _fetch(con, "SELECT run, queue_size, dataset, config FROM runs ORDER BY run", [])
     names = [str(r) for r in table["run"]]
     sizes = {str(r): int(k) for r, k in zip(table["run"], table["queue_size"], strict=True)}
     datasets = {str(r): d for r, d in zip(table["run"], table["dataset"], strict=True)}
@@ -361,83 +984,104 @@ def _resolve_runs(
         raise RunError("no runs to analyse besides the --against run; give at least one run")
     if against in chosen:
         raise RunError(f"run {against!r} is both analysed and the --against run; pick another")
-    ks = sorted({sizes[r] for r in chosen})
+    everything = [*chosen, *([against] if against else [])]
+    ks = sorted({sizes[r] for r in everything})
     if len(ks) > 1:
         raise RunError(
             f"the runs have different queue sizes ({', '.join(map(str, ks))}); analyse runs of "
             "one queue size together"
         )
-    ds = sorted({str(datasets[r]) for r in [*chosen, *([against] if against else [])]})
+    ds = sorted({str(datasets[r]) for r in everything})
     if len(ds) > 1:
         raise RunError(
             f"the runs use different datasets ({', '.join(ds)}), so their sample_ids are not the "
             "same images; analyse runs of one dataset together"
         )
-    return chosen, ks[0], sizes
+    return everything, ks[0], sizes, names
 
 
-def _resolve_split(
-    con: Any,
-    chosen: list[str],
-    epochs: tuple[int, int] | None,
-    against: str | None,
-    notes: list[str],
-) -> _Split | None:
-    if against is not None:
-        return _Split(
-            "runs",
-            ", ".join(chosen),
-            against,
-            _in_list("run", chosen),
-            ("run = ?", [against]),
+def _legacy_runs(con: Any, runs: Sequence[str]) -> list[str]:
+    """Runs whose logs carry no key_step (schema 1-2): their keys are (neg_id, step)."""
+    res = _fetch(
+        con,
+        "SELECT run FROM pairs WHERE neg_id IS NOT NULL AND list_contains(?, run) "
+        "GROUP BY run HAVING count(key_step) = 0",
+        [list(runs)],
+    )
+    return sorted(str(r) for r in res["run"])
+
+
+def _finite(x: Any) -> bool:
+    return x is not None and isinstance(x, int | float | np.number) and math.isfinite(float(x))
+
+
+def _cadence_note(con: Any, legacy: Sequence[str], queue_size: int, notes: list[str]) -> None:
+    if not legacy:
+        return
+    cfg = _fetch(
+        con,
+        "SELECT run, json_extract(config, '$.log.every')::INTEGER AS every, "
+        "json_extract(config, '$.optim.batch_size')::INTEGER AS batch FROM runs "
+        "WHERE list_contains(?, run)",
+        [list(legacy)],
+    )
+    loose = [
+        str(r)
+        for r, e, b in zip(cfg["run"], cfg["every"], cfg["batch"], strict=True)
+        if _finite(e) and _finite(b) and int(e) * int(b) < queue_size
+    ]
+    text = (
+        f"{', '.join(legacy)}: logs of schema version 1-2 have no key_step; a key is taken to be "
+        "(neg_id, step), exact when log.every x batch >= K (each key logged at one step), and "
+        "scores are centred for class only, not for the key's age"
+    )
+    if loose:
+        text += (
+            f"; NOT the case for {', '.join(loose)}: a key logged at several steps counts as "
+            "several keys, which inflates persistence; retrain with hardstat >= 0.2 to log "
+            "key_step"
         )
-    where, params = _in_list("run", chosen)
-    if epochs is not None:
-        a, b = epochs
-        if a == b:
-            raise ConfigError(f"--epochs {a},{b} names one epoch twice; give two different epochs")
-        present = {
-            int(e)
-            for e in _fetch(
-                con,
-                f"SELECT DISTINCT epoch FROM pairs WHERE neg_id IS NOT NULL AND {where}",
-                params,
-            )["epoch"]
-        }
-        for e in (a, b):
-            if e not in present:
-                have = ", ".join(map(str, sorted(present))) or "none"
-                raise ConfigError(
-                    f"epoch {e} has no logged pairs (logged epochs: {have}); pick two of those"
-                )
-        return _Split("epochs", f"epoch {a}", f"epoch {b}", ("epoch = ?", [a]), ("epoch = ?", [b]))
-    steps = np.sort(
-        _fetch(
-            con,
-            f"SELECT DISTINCT step FROM pairs WHERE neg_id IS NOT NULL AND {where}",
-            params,
-        )["step"]
-    )
-    if len(steps) < 2:
-        notes.append("persistence not tested: fewer than two logged steps hold negatives")
-        return None
-    cut = int(steps[(len(steps) - 1) // 2])
-    n_first = int(np.count_nonzero(steps <= cut))
-    return _Split(
-        "halves",
-        _steps_text(steps[:n_first]),
-        _steps_text(steps[n_first:]),
-        ("step <= ?", [cut]),
-        ("step > ?", [cut]),
-    )
-
-
-def _steps_text(steps: np.ndarray) -> str:
-    lo, hi = int(steps[0]), int(steps[-1])
-    return f"step {lo} (1 logged)" if lo == hi else f"steps {lo}-{hi} ({len(steps)} logged)"
+    notes.append(text)
 
 
 # -- the analysis ----------------------------------------------------------------------------
+def check_options(
+    band: str = DEFAULT_BAND,
+    fdr: float = DEFAULT_FDR,
+    permutations: int = DEFAULT_PERMUTATIONS,
+    bootstrap: int = DEFAULT_BOOTSTRAP,
+    min_keys: int = DEFAULT_MIN_KEYS,
+    epochs: tuple[int, int] | None = None,
+    against: str | None = None,
+) -> Band:
+    """Validate the analysis options (one-line ConfigErrors); returns the parsed hard band."""
+    if not 0 < fdr < 1:
+        raise ConfigError(f"--fdr {fdr} must lie strictly between 0 and 1, e.g. 0.05")
+    if permutations < 0 or 0 < permutations < 99:
+        raise ConfigError(
+            f"--permutations {permutations}: give 0 (no p-value) or at least 99, e.g. 1000"
+        )
+    if bootstrap < 0 or 0 < bootstrap < 50:
+        raise ConfigError(
+            f"--bootstrap {bootstrap}: give 0 (no intervals) or at least 50, e.g. 200"
+        )
+    if min_keys < 2:
+        raise ConfigError(f"--min-keys {min_keys}: a call needs at least 2 keys, e.g. 3")
+    if epochs is not None:
+        if against is not None:
+            raise ConfigError("give either --epochs or --against, not both")
+        if epochs[0] == epochs[1]:
+            raise ConfigError(
+                f"--epochs {epochs[0]},{epochs[1]} names one epoch twice; give two different epochs"
+            )
+    b = parse_band(band)
+    if b.is_random:
+        raise ConfigError(
+            f"band {b.spec} keeps random negatives; consistency needs ranks, e.g. --band 0-5"
+        )
+    return b
+
+
 def consistency(
     con: Any,
     band: str = DEFAULT_BAND,
@@ -446,35 +1090,25 @@ def consistency(
     seed: int = 0,
     permutations: int = DEFAULT_PERMUTATIONS,
     *,
+    bootstrap: int = DEFAULT_BOOTSTRAP,
+    min_keys: int = DEFAULT_MIN_KEYS,
     epochs: tuple[int, int] | None = None,
     against: str | None = None,
-    permutation_check: bool = True,
-    class_check: bool = True,
-    temporal_check: bool = True,
+    shuffle_check: bool = True,
     progress: Callable[[str], None] | None = None,
 ) -> ConsistencyResult:
-    """Is hardness a consistent property of the negative, beyond chance?
+    """Does a negative's hardness persist across its keys, beyond its class?
 
-    ``con`` is a connection from :func:`hardstat.analysis.logs.connect`. ``band`` is a range
-    band spec (``random:`` bands are refused); ``runs`` restricts the analysis to these run
-    names (default: every run on the connection except ``against``). Persistence is measured
-    between two halves of the logged steps (default), two ``epochs``, or the analysed runs and
-    the run ``against``. ``permutations`` is the number of shuffles for the Spearman
-    permutation p-value; ``seed`` seeds it and the rank shuffle of the permutation check.
+    ``con`` is a connection from :func:`hardstat.analysis.logs.connect`; ``runs`` the run names
+    to analyse (default every run on it but ``against``). With several runs (or ``against``)
+    persistence is also measured between runs; with ``epochs = (a, b)`` the analysis keeps the
+    keys logged in epochs a and b and measures persistence between them. ``band`` is the hard
+    band of the in-band ICCs and the diagnostics. ``seed`` seeds the permutations, the
+    bootstrap and the rank shuffle.
     """
     say = progress or (lambda _msg: None)
-    if not 0 < fdr < 1:
-        raise ConfigError(f"--fdr {fdr} must lie strictly between 0 and 1, e.g. 0.05")
-    if permutations < 0:
-        raise ConfigError(f"--permutations {permutations} must be 0 (none) or more, e.g. 1000")
-    if epochs is not None and against is not None:
-        raise ConfigError("give either --epochs or --against, not both")
-    b = parse_band(band)
-    if b.is_random:
-        raise ConfigError(
-            f"band {b.spec} keeps random negatives; consistency needs ranks, e.g. --band 0-5"
-        )
-    chosen, k_size, sizes = _resolve_runs(con, runs, against)
+    b = check_options(band, fdr, permutations, bootstrap, min_keys, epochs, against)
+    everything, k_size, _sizes, on_connection = _resolve_runs(con, runs, against)
     b.check(k_size)
     kept = b.kept_count(k_size)
     if kept >= k_size:
@@ -483,194 +1117,127 @@ def consistency(
         )
     p = kept / k_size
     notes: list[str] = []
-    split = _resolve_split(con, chosen, epochs, against, notes) if temporal_check else None
-
-    # One streaming aggregation: per negative m, k (and per part m, rank sum).
-    band_sql, band_params = _band_predicate("rank", b.rank_intervals(k_size))
-    versus = against if split is not None else None  # the against run only feeds its part
-    scanned = [*chosen, versus] if versus is not None else list(chosen)
-    if versus is None:
-        selects = ["count(*) AS m", f"count(*) FILTER (WHERE {band_sql}) AS k"]
-        params: list[Any] = list(band_params)
-    else:
-        main_sql, main_params = _in_list("run", chosen)
-        selects = [
-            f"count(*) FILTER (WHERE {main_sql}) AS m",
-            f"count(*) FILTER (WHERE {main_sql} AND {band_sql}) AS k",
-        ]
-        params = [*main_params, *main_params, *band_params]
-    if split is not None:
-        for i, (pred, pp) in enumerate((split.part0, split.part1)):
-            selects += [
-                f"count(*) FILTER (WHERE {pred}) AS m{i}",
-                f"sum(rank) FILTER (WHERE {pred})::DOUBLE AS rank_sum{i}",
-            ]
-            params += [*pp, *pp]
-    run_where, run_params = "", list[Any]()
-    if len(scanned) < len(sizes):  # not every run on the connection: filter on run
-        filt, run_params = _in_list("run", scanned)
-        run_where = f" AND {filt}"
-    sql = (
-        f"SELECT neg_id, {', '.join(selects)} FROM pairs "
-        f"WHERE neg_id IS NOT NULL{run_where} GROUP BY neg_id ORDER BY neg_id"
+    legacy = _legacy_runs(con, everything)
+    _cadence_note(con, legacy, k_size, notes)
+    say(f"counting keys in {', '.join(everything)} (hard band {b.spec}) ...")
+    keys = count_keys(
+        con,
+        everything,
+        k_size,
+        b,
+        epochs=list(epochs) if epochs else None,
+        filter_runs=len(everything) < len(on_connection),
+        legacy_runs=legacy,
     )
-    say(f"counting appearances per negative in {', '.join(chosen)} (band {b.spec}) ...")
-    counts = _fetch(con, sql, [*params, *run_params])
-    keep = counts["m"] > 0
-    neg_id = counts["neg_id"][keep].astype(np.int64)
-    m = counts["m"][keep].astype(np.int64)
-    k = counts["k"][keep].astype(np.int64)
-    n = int(neg_id.size)
-    if n == 0:
+    if keys.n_keys == 0:
         raise LogError(
-            f"the logs of {', '.join(chosen)} hold no pairs with a negative's sample_id; "
-            "train with rank logging on (--log) past the first K/batch steps"
+            f"the logs of {', '.join(everything)} hold no pairs with a negative's sample_id"
+            + (f" in epochs {epochs[0]} and {epochs[1]}" if epochs else "")
+            + "; train with rank logging on past the first K/batch steps"
         )
-
-    # Overdispersion.
-    x2 = dispersion_statistic(k, m, p)
-    p_value, log10_p = chi2_upper_tail(x2, n)
-    tz = tarone_z(k, m, p)
-    from scipy.stats import norm
-
-    tz_p = float(norm.sf(tz)) if math.isfinite(tz) else float("nan")
-    tz_log10_p = float(norm.logsf(tz)) / _LN10 if math.isfinite(tz) else float("nan")
-    median_m = float(np.median(m))
-    if median_m * p < 5:
+    for r, name in enumerate(everything):
+        if np.unique(keys.step[keys.run == r]).size < 2:
+            raise LogError(
+                f"run {name} has one logged step with negatives"
+                + (f" in epochs {epochs[0]} and {epochs[1]}" if epochs else "")
+                + "; persistence compares keys of one image logged at different steps: log "
+                "more steps (log.every) or train longer"
+            )
+    if np.all(keys.label < 0):
         notes.append(
-            f"median expected in-band count m*p is {median_m * p:.2g} (< 5): the chi-square "
-            "reference is approximate; Tarone's Z is the more reliable test here"
+            "no class labels (samples table): strata are (run, key step) only, so persistence "
+            "is not shown to be beyond class"
         )
+    rng = np.random.default_rng([seed, 20101306])
+    c = keys.centred_scores()
 
-    # Per-negative exact tests and BH.
-    expected = m * p
-    z = (k - expected) / np.sqrt(expected * (1 - p))
-    p_neg = two_sided_binomial_p(k, m, p)
-    q_neg = benjamini_hochberg(p_neg)
-    hard = (q_neg <= fdr) & (k > expected)
-    easy = (q_neg <= fdr) & (k < expected)
-    hard_ids = _by_significance(neg_id, p_neg, -z, hard)
-    easy_ids = _by_significance(neg_id, p_neg, z, easy)
+    # Effect sizes.
+    say(f"intraclass correlations ({bootstrap} bootstrap draws over negatives) ...")
+    icc_w, icc_b = _icc(keys, keys.h_sum, keys.h_sq, keys.fitted_h, bootstrap, rng)
+    icc_bw, icc_bb = _icc(keys, keys.k, keys.k, keys.fitted_b, bootstrap, rng)
 
-    labels = _labels(con, chosen, neg_id)
-
-    # Permutation check.
-    perm: PermutationCheck | None = None
-    if permutation_check:
-        say("permutation check: shuffling ranks within each logged query ...")
-        perm = _permutation_check(
-            con, b, k_size, chosen, len(chosen) < len(sizes), seed, neg_id, m, p, fdr
+    # The primary test.
+    is_main = np.isin(keys.run, [everything.index(r) for r in everything if r != against])
+    main = keys if against is None else keys.subset(is_main)
+    c_main = c if against is None else c[is_main]
+    counts = np.bincount(main.run * main.neg_ids.size + main.neg)
+    if not np.any(counts >= 2):
+        raise LogError(
+            "no negative has two keys in the chosen logs, so persistence across keys cannot be "
+            "measured: log more steps or epochs (each epoch gives every image a new key)"
         )
+    say(f"persistence across keys: {permutations} permutations within strata ...")
+    persistence, null_draws = _within_persistence(main, c_main, permutations, bootstrap, rng)
 
-    # Class-conditional.
-    cls: ClassConditional | None = None
-    if class_check:
-        if labels is None or not np.any(labels >= 0):
-            notes.append("class-conditional test skipped: the runs have no samples table")
-        else:
-            say("class-conditional test: counting per negative and query class ...")
-            cls = _class_conditional(con, chosen, b, k_size, neg_id, labels, notes)
+    # Across runs or epochs.
+    across: AcrossRuns | None = None
+    if epochs is not None:
+        part = np.where(keys.epoch == epochs[0], 0, 1)
+        say(f"persistence between epochs {epochs[0]} and {epochs[1]} ...")
+        across = _cross(
+            keys, c, part, [f"epoch {e}" for e in epochs], "epochs", permutations, bootstrap, rng
+        )
+    elif len(everything) >= 2:
+        say(f"persistence across {len(everything)} runs ...")
+        across = _cross(keys, c, keys.run, everything, "runs", permutations, bootstrap, rng)
 
-    # Persistence.
-    temporal: Temporal | None = None
-    if split is not None:
-        temporal = _temporal(counts, keep, split, k_size, sizes, against, permutations, seed, notes)
+    # Per-negative calls.
+    n_keys_img = np.bincount(keys.neg, minlength=keys.neg_ids.size)
+    if not np.any(n_keys_img >= min_keys):
+        raise LogError(
+            f"no negative has {min_keys} keys in the chosen logs (the most any has is "
+            f"{int(n_keys_img.max())}), so no per-negative call can rest on evidence across "
+            "keys: log more steps or epochs, or lower --min-keys (2 at least)"
+        )
+    j = main.neg_ids.size
+    cov = stats.pair_correlation(c_main, main.run * j + main.neg, len(main.runs) * j)
+    tau2 = cov.numerator / cov.n_pairs if cov.n_pairs else 0.0
+    per_negative, n_testable = _calls(keys, c, min_keys, fdr, tau2)
+    hard = per_negative.filter(pl.col("call") == "hard").sort("effect", descending=True)
+    easy = per_negative.filter(pl.col("call") == "easy").sort("effect")
 
-    edges = rate_bin_edges(m, k / m, p)
-    rate_histogram = pl.DataFrame(
-        {
-            "rate_lo": np.maximum(edges[:-1], 0.0),
-            "rate_hi": np.minimum(edges[1:], 1.0),
-            "observed": observed_histogram(k, m, p, edges, "rate"),
-            "null": null_histogram(m, p, edges, "rate"),
-        }
-    )
-    z_edges = z_bin_edges(m, z, p)
-    z_histogram = pl.DataFrame(
-        {
-            "z_lo": z_edges[:-1],
-            "z_hi": z_edges[1:],
-            "observed": observed_histogram(k, m, p, z_edges, "z"),
-            "null": null_histogram(m, p, z_edges, "z"),
-        }
-    )
-    call = [("hard" if h else "easy" if e else None) for h, e in zip(hard, easy, strict=True)]
-    per_negative = pl.DataFrame(
-        {
-            "neg_id": neg_id,
-            "label": pl.Series(
-                "label",
-                labels if labels is not None else np.full(n, -1),
-                dtype=pl.Int64,
-            ),
-            "m": m,
-            "k": k,
-            "rate": k / m,
-            "expected": expected,
-            "z": z,
-            "p": p_neg,
-            "q": q_neg,
-            "call": pl.Series("call", call, dtype=pl.String),
-        }
-    ).with_columns(pl.when(pl.col("label") >= 0).then(pl.col("label")).alias("label"))
+    # Diagnostics.
+    shuffled = None
+    if shuffle_check:
+        say("calibration: ranks shuffled within each logged query ...")
+        shuffled = _shuffled_image_counts(con, b, k_size, everything, seed, epochs)
+    diag = _diagnostics(keys, p, fdr, shuffled)
+    key_unit = "(run, neg_id, key_step)" if not legacy else "(run, neg_id, key_step or step)"
     return ConsistencyResult(
-        runs=tuple(chosen),
+        runs=tuple(everything),
         band=b.spec,
         queue_size=k_size,
         kept=kept,
         kept_fraction=p,
-        n_pairs=int(m.sum()),
-        n_negatives=n,
-        median_appearances=median_m,
-        statistic=x2,
-        df=n,
-        dispersion_ratio=x2 / n,
-        p_value=p_value,
-        log10_p_value=log10_p,
-        tarone_z=tz,
-        tarone_p_value=tz_p,
-        tarone_log10_p_value=tz_log10_p,
+        key_unit=key_unit,
+        n_pairs=int(keys.m.sum()),
+        n_keys=keys.n_keys,
+        n_strata=keys.n_strata,
+        n_negatives=int(np.count_nonzero(n_keys_img)),
+        n_self_negatives_excluded=keys.n_self,
+        icc_within_key=icc_w,
+        icc_between_key=icc_b,
+        icc_in_band_within_key=icc_bw,
+        icc_in_band_between_key=icc_bb,
+        persistence=persistence,
+        across_runs=across,
         fdr=fdr,
-        n_consistently_hard=int(hard.sum()),
-        n_consistently_easy=int(easy.sum()),
-        hard_ids=hard_ids,
-        easy_ids=easy_ids,
-        permutation=perm,
-        class_conditional=cls,
-        temporal=temporal,
-        rate_histogram=rate_histogram,
-        z_histogram=z_histogram,
+        min_keys=min_keys,
+        n_testable=n_testable,
+        n_consistently_hard=hard.height,
+        n_consistently_easy=easy.height,
+        hard_ids=tuple(int(x) for x in hard["neg_id"]),
+        easy_ids=tuple(int(x) for x in easy["neg_id"]),
+        diagnostics=diag,
+        bootstrap=bootstrap,
+        epochs=tuple(epochs) if epochs else None,
+        null_draws=null_draws,
         per_negative=per_negative,
         notes=tuple(notes),
     )
 
 
-def _by_significance(
-    ids: np.ndarray, p: np.ndarray, tiebreak: np.ndarray, mask: np.ndarray
-) -> tuple[int, ...]:
-    """Ids where ``mask``, most significant first (p ascending, then ``tiebreak`` ascending)."""
-    sel = np.flatnonzero(mask)
-    order = np.lexsort((tiebreak[sel], p[sel]))
-    return tuple(int(i) for i in ids[sel][order])
-
-
-def _labels(con: Any, chosen: list[str], neg_id: np.ndarray) -> np.ndarray | None:
-    """Class label of each negative (-1 where unknown), or None without a samples table."""
-    where, params = _in_list("run", chosen)
-    lab = _fetch(
-        con,
-        "SELECT sample_id, min(label) AS label FROM samples "
-        f"WHERE split = 'train' AND {where} GROUP BY sample_id ORDER BY sample_id",
-        params,
-    )
-    if lab["sample_id"].size == 0:
-        return None
-    ids = lab["sample_id"].astype(np.int64)
-    pos = np.clip(np.searchsorted(ids, neg_id), 0, ids.size - 1)
-    found = ids[pos] == neg_id
-    return np.where(found, lab["label"].astype(np.int64)[pos], -1)
-
-
+# -- calibration: ranks shuffled within each logged query ------------------------------------
 def query_permutation(seed: int, run: str, step: int, query_id: int, queue_size: int) -> np.ndarray:
     """The seeded random permutation of ranks 1..K of one logged query (0-based, length K).
 
@@ -681,6 +1248,18 @@ def query_permutation(seed: int, run: str, step: int, query_id: int, queue_size:
     return np.random.default_rng(key).permutation(queue_size)
 
 
+def _shuffled_image_counts(
+    con: Any,
+    band: Band,
+    queue_size: int,
+    runs: Sequence[str],
+    seed: int,
+    epochs: tuple[int, int] | None,
+) -> tuple[np.ndarray, np.ndarray]:
+    _ids, m, k = shuffled_counts(con, band, queue_size, runs, seed, epochs=epochs)
+    return m, k
+
+
 def shuffled_counts(
     con: Any,
     band: Band,
@@ -688,7 +1267,7 @@ def shuffled_counts(
     runs: Sequence[str],
     seed: int,
     *,
-    filter_runs: bool = True,
+    epochs: Sequence[int] | None = None,
     batch_rows: int = 1 << 20,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per-negative (neg_id, m, k) after shuffling the ranks within each logged query.
@@ -696,35 +1275,33 @@ def shuffled_counts(
     Each logged (run, step, query_id) gets its own seeded uniformly random permutation of its
     ranks (:func:`query_permutation`); a pair is in the band when its permuted rank is. So every
     query keeps exactly ``kept_count`` negatives, a uniformly random subset, independently of
-    the other queries: hardness is exchangeable by construction. Null slots take part in the
-    shuffle (they hold ranks) and are left out of the counts.
+    the other queries: hardness is exchangeable by construction. Null slots and self-negatives
+    take part in the shuffle (they hold ranks) and are left out of the counts.
 
     Streams (run, step, query_id, rank, neg_id) from DuckDB in Arrow batches of ``batch_rows``
     and counts with NumPy: memory stays bounded by the batch, whatever the log's size. The
     trainer stores the rows of a query contiguously, so a batch holds few query segments; the
-    permutations are drawn per segment. (A SQL ``row_number() OVER (PARTITION BY run, step,
-    query_id ORDER BY hash(...))`` does the same about 10x slower, and DuckDB's
-    multi-argument ``hash`` orders are not independent between queries.)
+    permutations are drawn per segment.
     """
+    import duckdb
     import pyarrow.compute as pc
+
+    from hardstat.analysis.logs import translate_error
 
     in_band_rank = np.zeros(queue_size, bool)  # in_band_rank[r - 1]: is rank r in the band
     for lo, hi in band.rank_intervals(queue_size):
         in_band_rank[lo:hi] = True
     names = list(runs)
-    cases = " ".join("WHEN ? THEN ?" for _ in names)
-    params: list[Any] = [v for i, r in enumerate(names) for v in (r, i)]
-    where, run_params = _in_list("run", names) if filter_runs else ("", [])
     sql = (
-        f"SELECT CASE run {cases} END AS run_index, step, query_id, rank, neg_id FROM pairs"
-        f"{' WHERE ' + where if where else ''}"
+        "SELECT list_position($runs, run) - 1 AS run_index, step, query_id, rank, neg_id "
+        "FROM pairs WHERE list_contains($runs, run)"
     )
-    import duckdb
-
-    from hardstat.analysis.logs import translate_error
-
+    params: dict[str, Any] = {"runs": names}
+    if epochs is not None:
+        sql += " AND list_contains($epochs, epoch)"
+        params["epochs"] = [int(e) for e in epochs]
     try:
-        reader = con.sql(sql, params=[*params, *run_params]).to_arrow_reader(batch_rows)
+        reader = con.sql(sql, params=params).to_arrow_reader(batch_rows)
     except duckdb.Error as e:
         raise translate_error(e) from e
     m = np.zeros(0, np.int64)
@@ -738,12 +1315,12 @@ def shuffled_counts(
         neg_col = batch.column(4)
         valid = pc.is_valid(neg_col).to_numpy(zero_copy_only=False)
         neg = pc.fill_null(neg_col, 0).to_numpy(zero_copy_only=False).astype(np.int64)
+        valid &= neg != qid
         if rank.min() < 1 or rank.max() > queue_size:
             raise LogError(
                 f"a logged rank lies outside 1..{queue_size} (the queue size); the log is "
                 "corrupt or of another run"
             )
-        # Segments of consecutive rows of one query, and a permutation mask per segment.
         change = (run_i[1:] != run_i[:-1]) | (step[1:] != step[:-1]) | (qid[1:] != qid[:-1])
         starts = np.concatenate([[0], np.flatnonzero(change) + 1])
         index: dict[tuple[int, int, int], int] = {}
@@ -774,177 +1351,3 @@ def shuffled_counts(
         k += np.bincount(neg[hit], minlength=k.size)
     ids = np.flatnonzero(m)
     return ids.astype(np.int64), m[ids], k[ids]
-
-
-def _permutation_check(
-    con: Any,
-    b: Band,
-    k_size: int,
-    chosen: list[str],
-    filter_runs: bool,
-    seed: int,
-    neg_id: np.ndarray,
-    m: np.ndarray,
-    p: float,
-    fdr: float,
-) -> PermutationCheck:
-    ids, ms, kp = shuffled_counts(con, b, k_size, chosen, seed, filter_runs=filter_runs)
-    if not np.array_equal(ids, neg_id) or not np.array_equal(ms, m):
-        raise LogError("the pairs changed while being read; rerun the analysis")
-    x2 = dispersion_statistic(kp, m, p)
-    pv, lp = chi2_upper_tail(x2, m.size)
-    q = benjamini_hochberg(two_sided_binomial_p(kp, m, p))
-    expected = m * p
-    return PermutationCheck(
-        seed=seed,
-        statistic=x2,
-        df=int(m.size),
-        dispersion_ratio=x2 / m.size,
-        p_value=pv,
-        log10_p_value=lp,
-        n_consistently_hard=int(np.count_nonzero((q <= fdr) & (kp > expected))),
-        n_consistently_easy=int(np.count_nonzero((q <= fdr) & (kp < expected))),
-    )
-
-
-def class_conditional_statistic(
-    neg_index: np.ndarray,
-    query_label: np.ndarray,
-    m: np.ndarray,
-    k: np.ndarray,
-    neg_label: np.ndarray,
-) -> tuple[float, int, int, int]:
-    """X2 against cell rates ``p[query class, negative class]`` estimated from the counts.
-
-    Inputs are rows of (negative index, query class, m, k) and each negative's class. A
-    negative's null is a sum of Binomial(m_c, p[c, label]) over query classes c, with mean
-    ``E = sum m_c p`` and variance ``V = sum m_c p (1 - p)``. Negatives with ``V = 0`` (all
-    their cells at rate 0 or 1) carry no information and are left out. Returns
-    ``(X2, df, n_negatives, n_cells)`` with ``df = n_negatives - n_cells`` (cells with
-    0 < p < 1, each estimated).
-    """
-    n_classes = int(max(query_label.max(), neg_label.max())) + 1
-    nl = neg_label[neg_index]
-    cell_m = np.zeros((n_classes, n_classes))
-    cell_k = np.zeros((n_classes, n_classes))
-    np.add.at(cell_m, (query_label, nl), m)
-    np.add.at(cell_k, (query_label, nl), k)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        rate = np.where(cell_m > 0, cell_k / cell_m, 0.0)
-    pr = rate[query_label, nl]
-    n_neg = neg_label.size
-    e = np.bincount(neg_index, weights=m * pr, minlength=n_neg)
-    v = np.bincount(neg_index, weights=m * pr * (1 - pr), minlength=n_neg)
-    kk = np.bincount(neg_index, weights=k, minlength=n_neg)
-    use = v > 0
-    n_cells = int(np.count_nonzero((rate > 0) & (rate < 1) & (cell_m > 0)))
-    n_used = int(np.count_nonzero(use))
-    x2 = pearson_dispersion(kk[use], e[use], v[use]) if n_used else float("nan")
-    return x2, n_used - n_cells, n_used, n_cells
-
-
-def _class_conditional(
-    con: Any,
-    chosen: list[str],
-    b: Band,
-    k_size: int,
-    neg_id: np.ndarray,
-    labels: np.ndarray,
-    notes: list[str],
-) -> ClassConditional | None:
-    band_sql, band_params = _band_predicate("p.rank", b.rank_intervals(k_size))
-    where, params = _in_list("p.run", chosen)
-    lab_where, lab_params = _in_list("run", chosen)
-    sql = (
-        "WITH lab AS (SELECT sample_id, min(label) AS label FROM samples "
-        f"WHERE split = 'train' AND {lab_where} GROUP BY sample_id) "
-        "SELECT p.neg_id, l.label AS query_label, count(*) AS m, "
-        f"count(*) FILTER (WHERE {band_sql}) AS k "
-        "FROM pairs p JOIN lab l ON p.query_id = l.sample_id "
-        f"WHERE p.neg_id IS NOT NULL AND {where} GROUP BY ALL"
-    )
-    res = _fetch(con, sql, [*lab_params, *band_params, *params])
-    ids = res["neg_id"].astype(np.int64)
-    pos = np.searchsorted(neg_id, ids)
-    labelled = labels[pos] >= 0
-    n_unlabelled = int(np.count_nonzero(labels < 0))
-    neg_index = pos[labelled]
-    # Re-index to labelled negatives only.
-    used_negs, neg_index = np.unique(neg_index, return_inverse=True)
-    x2, df, n_used, n_cells = class_conditional_statistic(
-        neg_index,
-        res["query_label"].astype(np.int64)[labelled],
-        res["m"].astype(np.float64)[labelled],
-        res["k"].astype(np.float64)[labelled],
-        labels[used_negs],
-    )
-    if df <= 0 or not math.isfinite(x2):
-        notes.append("class-conditional test skipped: no more negatives than estimated cells")
-        return None
-    pv, lp = chi2_upper_tail(x2, df)
-    return ClassConditional(
-        n_negatives=n_used,
-        n_cells=n_cells,
-        statistic=x2,
-        df=df,
-        dispersion_ratio=x2 / df,
-        p_value=pv,
-        log10_p_value=lp,
-        n_unlabelled=n_unlabelled,
-    )
-
-
-def _temporal(
-    counts: dict[str, np.ndarray],
-    keep: np.ndarray,
-    split: _Split,
-    k_size: int,
-    sizes: dict[str, int],
-    against: str | None,
-    permutations: int,
-    seed: int,
-    notes: list[str],
-) -> Temporal | None:
-    m0, m1 = counts["m0"].astype(np.float64), counts["m1"].astype(np.float64)
-    both = (m0 > 0) & (m1 > 0)
-    if against is None:
-        both &= keep
-    k1 = sizes[against] if against is not None else k_size
-    n_both = int(np.count_nonzero(both))
-    if n_both < 3:
-        notes.append(
-            f"persistence not tested: {n_both} negatives appear in both {split.first} and "
-            f"{split.second} (a negative stays in the queue for K/batch steps only; log more "
-            "steps or epochs)"
-        )
-        return None
-    x = (counts["rank_sum0"][both] / m0[both] - 1) / (k_size - 1)
-    y = (counts["rank_sum1"][both] / m1[both] - 1) / (k1 - 1)
-    rho, p_an, p_perm = spearman_test(x, y, permutations, seed)
-    return Temporal(
-        mode=split.mode,
-        first=split.first,
-        second=split.second,
-        n_negatives=n_both,
-        rho=rho,
-        p_value=p_an,
-        p_permutation=p_perm,
-        permutations=permutations,
-    )
-
-
-def format_p(p: float, log10_p: float = float("nan")) -> str:
-    """``p = 0.012``, ``p = 3.10e-05``, ``p = 10^-2876.5`` (underflowed to 0 with its log10
-    known) or ``p < 1e-300``."""
-    if p != p:  # nan
-        return "p = n/a"
-    if p == 0.0:
-        return f"p = 10^{log10_p:.1f}" if math.isfinite(log10_p) else "p < 1e-300"
-    return f"p = {p:.2e}" if p < 1e-3 else f"p = {p:.3f}"
-
-
-def _id_list(ids: tuple[int, ...], limit: int = 10) -> str:
-    if not ids:
-        return "-"
-    more = f", ... ({len(ids) - limit} more)" if len(ids) > limit else ""
-    return ", ".join(map(str, ids[:limit])) + more

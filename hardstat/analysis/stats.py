@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -242,3 +243,338 @@ def bootstrap_ratio_ci(
     return out
 
 
+# -- permutation p-values --------------------------------------------------------------------
+def permutation_p(observed: float, null: Any, alternative: str = "greater") -> float:
+    """Monte Carlo permutation p-value with the +1 correction (Phipson & Smyth 2010):
+    ``(1 + #{T_null >= T_obs}) / (1 + B)`` for ``alternative='greater'`` (``<=`` for 'less',
+    ``|T_null| >= |T_obs|`` for 'two-sided'), so it is never 0 and is exact-or-conservative.
+    A relative tolerance of 1e-12 counts ties that differ only by rounding as hits."""
+    null = np.asarray(null, dtype=np.float64)
+    if not math.isfinite(observed) or null.size == 0:
+        return float("nan")
+    tol = 1e-12 * max(abs(observed), 1e-300)
+    if alternative == "greater":
+        hits = np.count_nonzero(null >= observed - tol)
+    elif alternative == "less":
+        hits = np.count_nonzero(null <= observed + tol)
+    elif alternative == "two-sided":
+        hits = np.count_nonzero(np.abs(null) >= abs(observed) - tol)
+    else:
+        raise ValueError(
+            f"alternative must be 'greater', 'less' or 'two-sided', not {alternative!r}"
+        )
+    return float((1 + hits) / (1 + null.size))
+
+
+class StrataShuffle:
+    """Uniform random permutations within strata, drawn fast for many strata at once.
+
+    ``stratum`` is an integer array sorted so that each stratum is one contiguous block.
+    :meth:`draw` returns an index array ``idx`` (a permutation of ``0..n-1``) that maps every
+    position to a position of the same stratum, uniformly among the ``n_s!`` arrangements of
+    each block and independently across blocks. Blocks of similar size are stacked into
+    matrices padded with -1 and shuffled row by row with ``Generator.permuted`` (Fisher-Yates
+    in C); dropping the padding from a uniformly shuffled row leaves a uniformly shuffled block.
+    """
+
+    def __init__(self, stratum: Any, bucket: int = 8192) -> None:
+        stratum = np.asarray(stratum)
+        if stratum.ndim != 1:
+            raise ValueError("stratum must be one-dimensional")
+        if stratum.size and np.any(stratum[1:] < stratum[:-1]):
+            raise ValueError("stratum must be sorted (each stratum one contiguous block)")
+        self.n = int(stratum.size)
+        change = np.r_[True, stratum[1:] != stratum[:-1]] if self.n else np.zeros(0, bool)
+        starts = np.flatnonzero(change)
+        sizes = np.diff(np.r_[starts, self.n])
+        by_size = np.argsort(sizes, kind="stable")
+        self._groups: list[tuple[np.ndarray, np.ndarray]] = []
+        for b0 in range(0, by_size.size, bucket):
+            sel = by_size[b0 : b0 + bucket]
+            width = int(sizes[sel].max())
+            col = np.arange(width)
+            valid = col[None, :] < sizes[sel][:, None]  # (rows, width)
+            positions = starts[sel][:, None] + col[None, :]
+            table = np.where(valid, positions, -1).astype(np.int64)  # (rows, width)
+            self._groups.append((table, positions[valid]))
+
+    def draw(self, rng: np.random.Generator) -> np.ndarray:
+        idx = np.empty(self.n, np.int64)
+        for table, dest in self._groups:
+            shuffled = rng.permuted(table, axis=1)
+            idx[dest] = shuffled[shuffled >= 0]
+        return idx
+
+
+# -- persistence: correlation between different items of one group ---------------------------
+def centre_within(values: Any, stratum: Any) -> np.ndarray:
+    """``values`` minus the mean of their stratum (``stratum``: integer codes, any order)."""
+    values = np.asarray(values, dtype=np.float64)
+    codes, inverse = np.unique(np.asarray(stratum), return_inverse=True)
+    sums = np.bincount(inverse, weights=values, minlength=codes.size)
+    counts = np.bincount(inverse, minlength=codes.size)
+    return values - (sums / counts)[inverse]
+
+
+@dataclass(frozen=True)
+class PairCorrelation:
+    """The correlation of centred scores over pairs of distinct items of the same group.
+
+    ``statistic = (numerator / n_pairs) / variance``: the mean product over ordered pairs of
+    different items that share a group, over the variance of one item. With two item sets
+    (``x`` and ``y``, e.g. two runs) the pairs are (an item of x, an item of y) of one group
+    and the variance is ``sqrt(var_x var_y)``.
+    """
+
+    statistic: float
+    numerator: float
+    n_pairs: int
+    variance: float
+
+
+def pair_correlation(c: Any, group: Any, n_groups: int, *, ddof: int = 0) -> PairCorrelation:
+    """Correlation of centred scores ``c`` (n,) between different items of one group.
+
+    ``sum_g sum_{a != b in g} c_a c_b = sum_g S_g^2 - sum_a c_a^2`` with ``S_g = sum_{a in g}
+    c_a``; pairs ``sum_g n_g (n_g - 1)``; variance ``sum c^2 / (n - ddof)`` (``ddof`` = the
+    number of stratum means removed from ``c``).
+    """
+    c = np.asarray(c, dtype=np.float64)
+    group = np.asarray(group, dtype=np.int64)
+    s = np.bincount(group, weights=c, minlength=n_groups)
+    n = np.bincount(group, minlength=n_groups).astype(np.float64)
+    sq = float(c @ c)
+    numerator = float(s @ s) - sq
+    pairs = round(float(n @ n) - float(n.sum()))
+    variance = sq / max(c.size - ddof, 1)
+    stat = numerator / pairs / variance if pairs > 0 and variance > 0 else float("nan")
+    return PairCorrelation(stat, numerator, pairs, variance)
+
+
+def cross_pair_correlation(
+    cx: Any, gx: Any, cy: Any, gy: Any, n_groups: int, *, ddof_x: int = 0, ddof_y: int = 0
+) -> PairCorrelation:
+    """Correlation of centred scores between items of two sets that share a group:
+    ``sum_g S^x_g S^y_g / sum_g n^x_g n^y_g / sqrt(var_x var_y)``."""
+    cx, cy = np.asarray(cx, dtype=np.float64), np.asarray(cy, dtype=np.float64)
+    sx = np.bincount(np.asarray(gx, dtype=np.int64), weights=cx, minlength=n_groups)
+    sy = np.bincount(np.asarray(gy, dtype=np.int64), weights=cy, minlength=n_groups)
+    nx = np.bincount(np.asarray(gx, dtype=np.int64), minlength=n_groups).astype(np.float64)
+    ny = np.bincount(np.asarray(gy, dtype=np.int64), minlength=n_groups).astype(np.float64)
+    numerator = float(sx @ sy)
+    pairs = round(float(nx @ ny))
+    vx = float(cx @ cx) / max(cx.size - ddof_x, 1)
+    vy = float(cy @ cy) / max(cy.size - ddof_y, 1)
+    variance = math.sqrt(vx * vy)
+    stat = numerator / pairs / variance if pairs > 0 and variance > 0 else float("nan")
+    return PairCorrelation(stat, numerator, pairs, variance)
+
+
+# -- intraclass correlations of hardness -----------------------------------------------------
+ICC_SUM_COLUMNS = (
+    "pairs",  # sum m: pair-level observations
+    "ss",  # sum x^2 over pairs
+    "within_products",  # sum over keys of sum_{q != q'} x_q x_q'
+    "within_pairs",  # sum over keys of m (m - 1)
+    "between_products",  # sum over groups of sum_{a != b} X_a X_b  (X = sum of x over a key)
+    "between_pairs",  # sum over groups of sum_{a != b} m_a m_b
+)
+"""Columns of :func:`icc_sums`: additive over groups, so a bootstrap over groups (negatives)
+resamples rows and recomputes the ICCs with :func:`icc_from_sums`."""
+
+
+@dataclass(frozen=True)
+class NestedICC:
+    """Intraclass correlations of a pair-level score (see :func:`nested_icc`)."""
+
+    within_key: float
+    between_key: float
+    variance: float  # pair-level variance beyond the strata
+    cov_within_key: float  # covariance of two queries' scores of one key
+    cov_between_keys: float  # ... of two different keys of one group
+
+
+def cell_means(values: Any, weights: Any, cell: Any) -> np.ndarray:
+    """The weighted mean of ``values`` over each item's cell, per item."""
+    values = np.asarray(values, dtype=np.float64)
+    weights = np.asarray(weights, dtype=np.float64)
+    codes, inverse = np.unique(np.asarray(cell), return_inverse=True)
+    num = np.bincount(inverse, weights=weights * values, minlength=codes.size)
+    den = np.bincount(inverse, weights=weights, minlength=codes.size)
+    return (num / den)[inverse]
+
+
+def additive_fit(
+    values: Any, weights: Any, block: Any, first: Any, second: Any
+) -> tuple[np.ndarray, int]:
+    """Two-way additive centring within blocks: ``mean[block, first] + mean[block, second] -
+    mean[block]`` per item (weighted cell means, one sweep), and the number of cell means it
+    used (``#(block, first) + #(block, second) - #block``, the degrees of freedom it takes).
+
+    hardstat uses it with block = (run, logged step), first = the negative's class, second =
+    the key step: it removes what all keys of a class share at a step and what all keys of an
+    age share, without cells as small as (key step x class).
+    """
+    block = np.asarray(block, dtype=np.int64)
+    first = np.asarray(first, dtype=np.int64)
+    second = np.asarray(second, dtype=np.int64)
+    ab = np.unique(np.stack([block, first]), axis=1, return_inverse=True)[1].ravel()
+    ac = np.unique(np.stack([block, second]), axis=1, return_inverse=True)[1].ravel()
+    fitted = (
+        cell_means(values, weights, ab)
+        + cell_means(values, weights, ac)
+        - cell_means(values, weights, block)
+    )
+    n_params = int(ab.max() + 1 + ac.max() + 1 - np.unique(block).size) if block.size else 0
+    return fitted, n_params
+
+
+def icc_sums(
+    m: Any, total: Any, total_sq: Any, fitted: Any, group: Any, n_groups: int
+) -> np.ndarray:
+    """Per group (negative), the additive sums :data:`ICC_SUM_COLUMNS`: (n_groups, 6).
+
+    Inputs per key: ``m`` pairs, ``total`` and ``total_sq`` (sums of the score and of its square
+    over the key's pairs), ``fitted`` (the score a pair of this key has on average beyond the
+    key itself: its stratum's mean, or an additive fit) and its group code. Pair scores are
+    centred, ``x = h - fitted``, so per key ``X = total - m fitted`` and ``sum x^2 = total_sq
+    - 2 fitted total + m fitted^2``.
+    """
+    m = np.asarray(m, dtype=np.float64)
+    t = np.asarray(total, dtype=np.float64)
+    tt = np.asarray(total_sq, dtype=np.float64)
+    mu = np.asarray(fitted, dtype=np.float64)
+    group = np.asarray(group, dtype=np.int64)
+    x_sum = t - m * mu  # (n,) X_a
+    x_sq = tt - 2 * mu * t + m * mu * mu  # (n,) sum of x^2 over the key's pairs
+    out = np.zeros((n_groups, len(ICC_SUM_COLUMNS)))
+    out[:, 0] = np.bincount(group, weights=m, minlength=n_groups)
+    out[:, 1] = np.bincount(group, weights=x_sq, minlength=n_groups)
+    out[:, 2] = np.bincount(group, weights=x_sum * x_sum - x_sq, minlength=n_groups)
+    out[:, 3] = np.bincount(group, weights=m * (m - 1), minlength=n_groups)
+    sx = np.bincount(group, weights=x_sum, minlength=n_groups)
+    out[:, 4] = sx * sx - np.bincount(group, weights=x_sum * x_sum, minlength=n_groups)
+    out[:, 5] = out[:, 0] ** 2 - np.bincount(group, weights=m * m, minlength=n_groups)
+    return out
+
+
+def icc_from_sums(sums: Any, n_params: int) -> NestedICC:
+    """The ICCs from column totals of :func:`icc_sums` (see :func:`nested_icc`); ``n_params``
+    is the number of means the centring estimated (the strata)."""
+    pairs, ss, w_prod, w_pairs, b_prod, b_pairs = (float(v) for v in np.asarray(sums))
+    nan = float("nan")
+    variance = ss / (pairs - n_params) if pairs > n_params else nan
+    cov_w = w_prod / w_pairs if w_pairs > 0 else nan
+    cov_b = b_prod / b_pairs if b_pairs > 0 else nan
+    if not variance > 0:
+        return NestedICC(nan, nan, variance, cov_w, cov_b)
+    return NestedICC(cov_w / variance, cov_b / variance, variance, cov_w, cov_b)
+
+
+def nested_icc(
+    m: Any, total: Any, total_sq: Any, stratum: Any, group: Any, n_groups: int
+) -> NestedICC:
+    """Within-key and between-key intraclass correlations of a pair-level score ``h``.
+
+    Inputs are per key a: ``m`` pairs (queries that saw it), ``total = sum h`` and
+    ``total_sq = sum h^2`` over those pairs, its stratum (keys that share a stratum are
+    exchangeable apart from their identity) and its group (the negative, i.e. the image). With
+    ``x = h - mu_stratum`` (the stratum's mean over its pairs):
+
+    * ``variance = sum x^2 / (N - n_strata)``, the pair-level variance beyond the strata;
+    * ``within_key``: the mean of ``x_q x_q'`` over ordered pairs of different queries that saw
+      one key, over ``variance``: the correlation of two queries' hardness of one key;
+    * ``between_key``: the mean of ``x x'`` over pairs of pairs that involve two different keys
+      of one group, over ``variance``: the correlation of two queries' hardness of two
+      different keys of one image, the part of hardness that persists beyond the key.
+
+    Pairwise (Fisher) intraclass correlations: averages over pairs, so neither depends on how
+    many queries saw each key (the logging cadence), unlike the correlation of key means.
+    """
+    n_strata = int(np.unique(np.asarray(stratum)).size)
+    fitted = cell_means(np.asarray(total) / np.asarray(m), m, stratum)
+    sums = icc_sums(m, total, total_sq, fitted, group, n_groups).sum(axis=0)
+    return icc_from_sums(sums, n_strata)
+
+
+# -- per-group tests from within-stratum ranks -------------------------------------------------
+def stratum_normal_scores(values: Any, stratum: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Van der Waerden scores within strata and their exact null variances.
+
+    For item a in a stratum of n items, ``g_a = Phi^-1((r_a - 1/2) / n)`` with ``r_a`` its
+    rank among the stratum's values (ties averaged); ``var_a`` is the mean of ``g^2`` over the
+    stratum's n grid points: the exact variance of ``g_a`` when the stratum's values are
+    exchangeable (slightly below 1; 0 for a stratum of one). Returns ``(g, var)``.
+    """
+    from scipy.special import ndtri
+
+    values = np.asarray(values, dtype=np.float64)
+    stratum = np.asarray(stratum)
+    n = values.size
+    order = np.lexsort((values, stratum))  # by stratum, then value
+    s_sorted, v_sorted = stratum[order], values[order]
+    starts = np.flatnonzero(np.r_[True, s_sorted[1:] != s_sorted[:-1]])
+    sizes = np.diff(np.r_[starts, n])
+    # tie groups: runs of equal (stratum, value); their average 1-based rank in the block
+    new = np.r_[True, (s_sorted[1:] != s_sorted[:-1]) | (v_sorted[1:] != v_sorted[:-1])]
+    tie_start = np.flatnonzero(new)
+    tie_len = np.diff(np.r_[tie_start, n])
+    pos_in_block = np.arange(n) - np.repeat(starts, sizes)
+    avg_rank = pos_in_block[tie_start] + (tie_len + 1) / 2.0
+    ranks = np.empty(n)
+    ranks[order] = np.repeat(avg_rank, tie_len)
+    size_of = np.empty(n)
+    size_of[order] = np.repeat(sizes, sizes)
+    g = ndtri((ranks - 0.5) / size_of)
+    var = np.empty(n)
+    for size in np.unique(sizes).tolist():
+        grid = ndtri((np.arange(1, size + 1) - 0.5) / size)
+        var[size_of == size] = float(np.mean(grid * grid))
+    return g, var
+
+
+def bootstrap_sums(
+    columns: Any, reps: int, rng: np.random.Generator, *, chunk: int = 32
+) -> np.ndarray:
+    """Nonparametric bootstrap of column sums over independent units (rows).
+
+    ``columns`` (J, p): per-unit additive statistics. Each replicate draws J units with
+    replacement (multinomial counts) and returns the p column sums: (reps, p). Any statistic
+    that is a function of sums over units (a ratio, a correlation) is then computed per row.
+    """
+    x = np.asarray(columns, dtype=np.float64)
+    n_units = x.shape[0]
+    out = np.empty((reps, x.shape[1]))
+    for start in range(0, reps, chunk):
+        c = min(chunk, reps - start)
+        idx = rng.integers(0, n_units, size=(c, n_units)) + np.arange(c)[:, None] * n_units
+        counts = np.bincount(idx.ravel(), minlength=c * n_units).reshape(c, n_units)
+        out[start : start + c] = counts.astype(np.float64) @ x
+    return out
+
+
+def percentile_interval(draws: Any, level: float = 0.95) -> tuple[float, float]:
+    """The percentile interval of bootstrap draws (non-finite draws dropped)."""
+    d = np.asarray(draws, dtype=np.float64)
+    d = d[np.isfinite(d)]
+    if d.size == 0:
+        return float("nan"), float("nan")
+    alpha = (1 - level) / 2 * 100
+    lo, hi = np.percentile(d, [alpha, 100 - alpha])
+    return float(lo), float(hi)
+
+
+def jackknife_interval(
+    estimate: float, leave_one_out: Any, level: float = 0.95
+) -> tuple[float, float, float]:
+    """Jackknife standard error and t-interval: ``(se, lo, hi)`` from the n leave-one-out
+    estimates, ``se^2 = (n - 1) / n * sum (theta_i - mean theta)^2``, t with n - 1 df."""
+    from scipy.stats import t as student_t
+
+    loo = np.asarray(leave_one_out, dtype=np.float64)
+    n = loo.size
+    if n < 2 or not np.all(np.isfinite(loo)):
+        return float("nan"), float("nan"), float("nan")
+    se = math.sqrt((n - 1) / n * float(np.sum((loo - loo.mean()) ** 2)))
+    q = float(student_t.ppf(0.5 + level / 2, n - 1))
+    return se, estimate - q * se, estimate + q * se

@@ -45,103 +45,129 @@ def consistency(
         list[Path],
         typer.Argument(
             metavar="RUN",
-            help="Run directories, sweep directories holding runs, or globs.",
+            help="Run directories, sweep directories holding runs, or globs. Several runs of "
+            "one dataset (seeds) are also compared with each other.",
             show_default=False,
         ),
     ],
-    band: Annotated[
+    against: Annotated[
+        Path | None,
+        typer.Option(
+            metavar="RUN2",
+            help="Also measure persistence between the RUNs and this run (e.g. another seed).",
+            rich_help_panel=_TESTS,
+        ),
+    ] = None,
+    epochs: Annotated[
+        str | None,
+        typer.Option(
+            metavar="A,B",
+            help="Keep the keys logged in these two epochs and measure persistence between "
+            "them (e.g. late in training: --epochs 4,5).",
+            rich_help_panel=_TESTS,
+        ),
+    ] = None,
+    hard_band: Annotated[
         str,
         typer.Option(
-            help="Ranks that count as hard, in percent of the queue: 0-5 (hardest 5%), "
-            "0-1, 0-5,50-55... (random: bands have no ranks and are refused).",
+            "--hard-band",
+            "--band",
+            help="Ranks that count as hard for the in-band ICCs and the diagnostics, in percent "
+            "of the queue: 0-5 (hardest 5%), 0-1, ... Not the band a run trained with.",
             rich_help_panel=_TESTS,
         ),
     ] = "0-5",
     fdr: Annotated[
         float,
         typer.Option(
-            help="Benjamini-Hochberg false discovery rate for the per-negative calls.",
+            help="Benjamini-Hochberg false discovery rate of the per-negative calls.",
             rich_help_panel=_TESTS,
         ),
     ] = 0.05,
-    epochs: Annotated[
-        str | None,
+    min_keys: Annotated[
+        int,
         typer.Option(
-            metavar="A,B",
-            help="Persistence between these two epochs (default: between the two halves of "
-            "the logged steps).",
+            help="Keys a negative needs before it is called consistently hard or easy.",
             rich_help_panel=_TESTS,
         ),
-    ] = None,
-    against: Annotated[
-        Path | None,
-        typer.Option(
-            metavar="RUN2",
-            help="Persistence between the RUNs and this run (e.g. another seed) instead.",
-            rich_help_panel=_TESTS,
-        ),
-    ] = None,
+    ] = 3,
     permutations: Annotated[
         int,
         typer.Option(
-            min=0,
-            help="Shuffles for the Spearman permutation p-value (0: analytic p only).",
+            help="Permutations of the primary test (0: no p-value; at least 99 otherwise).",
             rich_help_panel=_TESTS,
         ),
     ] = 1000,
+    bootstrap: Annotated[
+        int,
+        typer.Option(
+            help="Bootstrap draws over negatives for the intervals (0: none; at least 50).",
+            rich_help_panel=_TESTS,
+        ),
+    ] = 200,
     seed: Annotated[
         int,
-        typer.Option(help="Seed of the rank shuffle and the permutations.", rich_help_panel=_TESTS),
+        typer.Option(
+            help="Seed of the permutations, the bootstrap and the rank shuffle.",
+            rich_help_panel=_TESTS,
+        ),
     ] = 0,
-    permutation_check: Annotated[
+    shuffle_check: Annotated[
         bool,
         typer.Option(
-            "--permutation-check/--no-permutation-check",
-            help="Also run the statistic on ranks shuffled within each logged query (a draw "
-            "from the null: its ratio should be ~1).",
+            "--shuffle-check/--no-shuffle-check",
+            help="Also compute the overdispersion diagnostic on ranks shuffled within each "
+            "logged query (a calibration check: should be ~1; one more pass over the log).",
             rich_help_panel=_TESTS,
         ),
     ] = True,
     output_format: Annotated[
         OutputFormat,
         typer.Option(
-            "--format", help="Report on stdout as a table or JSON.", rich_help_panel=_OUTPUT
+            "--format", "-f", help="Report on stdout as a table or JSON.", rich_help_panel=_OUTPUT
         ),
     ] = OutputFormat.table,
     out: Annotated[
         Path | None,
         typer.Option(
-            help="Write the chart (observed vs null in-band rates): .html, .png, .svg or .json.",
+            help="Write the chart (ICCs, the test against its permutation null, per-negative "
+            "z): .html, .png, .svg or .json.",
             rich_help_panel=_OUTPUT,
         ),
     ] = None,
     negatives: Annotated[
         Path | None,
         typer.Option(
-            help="Write the per-negative table (neg_id, label, m, k, rate, expected, z, p, q, "
-            "call) to this .csv or .parquet file.",
+            help="Write the per-negative table (neg_id, label, n_keys, mean_centred, effect, "
+            "z, p, q, call) to this .csv or .parquet file.",
             rich_help_panel=_OUTPUT,
         ),
     ] = None,
 ) -> None:
-    """Is hardness a property of the negative? Test whether negatives are consistently hard.
+    """Does a negative's hardness persist with the image, beyond its class?
 
-    For every negative: m = its logged appearances, k = those with a rank in the band. If
-    hardness were exchangeable among a query's negatives, k ~ Binomial(m, p) with p = the
-    band's share of the queue. Reports the overdispersion test (Pearson X2 vs chi-square, its
-    ratio to df, Tarone's Z), per-negative exact binomial tests with Benjamini-Hochberg
-    (consistently hard / easy negatives), the same statistic on ranks shuffled within each
-    query, the statistic beyond class (null rate per query class x negative class), and
-    persistence: Spearman correlation of per-negative mean rank percentile between two halves
-    of training, two --epochs, or another run (--against). See docs/analyses.md.
+    A negative enters a queue as a key: one augmented view, encoded at one step, seen by every
+    query of the steps it spends there. Hardness shared by those queries is a property of the
+    key; the question is whether it carries over to the image's other keys. Units: a pair
+    (query, key) has hardness (K - rank) / (K - 1); a key (run, neg_id, key_step) the mean
+    over its queries; keys are centred within their stratum (run x logged step x negative
+    class) and for their age. Self-negatives (neg_id = query_id) are left out.
+
+    Reports, effect sizes first: the intraclass correlations of hardness within a key and
+    between keys of one image (95% bootstrap intervals over negatives); the primary test,
+    the correlation of centred scores between different keys of one image against a null that
+    permutes negative identities within strata (one-sided permutation p); the same between
+    runs (seeds) or two --epochs; per-negative calls from at least --min-keys keys (Stouffer z,
+    Benjamini-Hochberg), ranked by an empirical-Bayes effect; and, as diagnostics only, the
+    old overdispersion of in-band counts against exchangeable ranks. See docs/analyses.md.
 
     Examples:
 
     * `hardstat analyze consistency runs/c10`
 
-    * `hardstat analyze consistency runs/c10 --band 0-1 --epochs 10,190 --out consistency.png`
+    * `hardstat analyze consistency runs/c10-s0 --against runs/c10-s1 -f json`
 
-    * `hardstat analyze consistency runs/c10-s0 --against runs/c10-s1 --format json`
+    * `hardstat analyze consistency sweeps/c10/0-100-s* --epochs 4,5 --out consistency.png`
     """
     from hardstat.charts import FORMATS
     from hardstat.errors import HardstatError, RunError
@@ -159,8 +185,10 @@ def consistency(
         )
 
     from hardstat.analysis import logs
+    from hardstat.analysis.consistency import check_options
     from hardstat.analysis.consistency import consistency as analyse
 
+    check_options(hard_band, fdr, permutations, bootstrap, min_keys, split)
     infos = logs.find_runs([str(r) for r in runs])
     against_name = None
     if against is not None:
@@ -176,14 +204,16 @@ def consistency(
     con = logs.connect(infos)
     result = analyse(
         con,
-        band=band,
+        band=hard_band,
         runs=[i.name for i in infos if i.name != against_name],
         fdr=fdr,
         seed=seed,
         permutations=permutations,
+        bootstrap=bootstrap,
+        min_keys=min_keys,
         epochs=split,
         against=against_name,
-        permutation_check=permutation_check,
+        shuffle_check=shuffle_check,
         progress=lambda msg: typer.echo(msg, err=True),
     )
     if output_format is OutputFormat.json:
@@ -194,9 +224,7 @@ def consistency(
         from hardstat.charts import save_chart
         from hardstat.charts.consistency import consistency_chart
 
-        save_chart(
-            consistency_chart(result.rate_histogram, result.z_histogram, band=result.band), out
-        )
+        save_chart(consistency_chart(result.chart_tables(), band=result.band), out)
         typer.echo(f"wrote chart {out}", err=True)
     if negatives is not None:
         negatives.parent.mkdir(parents=True, exist_ok=True)
@@ -204,7 +232,7 @@ def consistency(
             result.per_negative.write_csv(negatives)
         else:
             result.per_negative.write_parquet(negatives)
-        typer.echo(f"wrote {result.n_negatives} negatives to {negatives}", err=True)
+        typer.echo(f"wrote {result.per_negative.height} negatives to {negatives}", err=True)
 
 
 def render_table(r: ConsistencyResult) -> str:
@@ -212,8 +240,8 @@ def render_table(r: ConsistencyResult) -> str:
     rows = r.summary_rows(ids=True)
     width = max(len(name) for name, _ in rows) + 2
     head = (
-        f"Consistency of hardness, band {r.band}: hardest {r.kept} of K = {r.queue_size} "
-        f"(p = {r.kept_fraction:.4f})"
+        f"Does hardness persist with the image? hard band {r.band}: hardest {r.kept} of "
+        f"K = {r.queue_size}"
     )
     lines = [head, *(f"  {name:<{width}}{value}" for name, value in rows)]
     lines += [f"  note: {n}" for n in r.notes]

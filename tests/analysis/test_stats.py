@@ -1,0 +1,267 @@
+"""The pure statistics module: hand values, slow reference loops, exact enumerations."""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import numpy as np
+import pytest
+from scipy import stats as sps
+
+from hardstat.analysis import stats
+
+# -- permutation p-values, shuffles within strata ---------------------------------------------
+
+
+def test_permutation_p_by_hand() -> None:
+    null = np.array([0.1, 0.5, 0.7, -0.9])
+    assert stats.permutation_p(0.5, null, "greater") == pytest.approx(3 / 5)
+    assert stats.permutation_p(0.5, null, "less") == pytest.approx(4 / 5)
+    assert stats.permutation_p(0.5, null, "two-sided") == pytest.approx(4 / 5)
+    assert stats.permutation_p(2.0, null) == pytest.approx(1 / 5)  # never 0
+    assert math.isnan(stats.permutation_p(float("nan"), null))
+    assert math.isnan(stats.permutation_p(0.5, np.zeros(0)))
+    with pytest.raises(ValueError):
+        stats.permutation_p(0.5, null, "sideways")
+
+
+def test_strata_shuffle_stays_within_blocks_and_is_a_permutation() -> None:
+    rng = np.random.default_rng(0)
+    stratum = np.repeat(np.arange(50), rng.integers(1, 30, 50))
+    sh = stats.StrataShuffle(stratum, bucket=7)  # several buckets
+    for _ in range(20):
+        idx = sh.draw(rng)
+        assert np.array_equal(np.sort(idx), np.arange(stratum.size))
+        assert np.array_equal(stratum[idx], stratum)
+    with pytest.raises(ValueError, match="sorted"):
+        stats.StrataShuffle(np.array([1, 0]))
+
+
+def test_strata_shuffle_is_uniform_over_all_arrangements() -> None:
+    """Blocks of 3 and 2: each of the 3! x 2! = 12 joint arrangements equally often."""
+    stratum = np.array([0, 0, 0, 1, 1])
+    sh = stats.StrataShuffle(stratum)
+    rng = np.random.default_rng(1)
+    draws = 24_000
+    counts: dict[tuple[int, ...], int] = {}
+    for _ in range(draws):
+        key = tuple(sh.draw(rng).tolist())
+        counts[key] = counts.get(key, 0) + 1
+    assert len(counts) == 12
+    observed = np.array(list(counts.values()))
+    assert sps.chisquare(observed).pvalue > 0.001
+
+
+# -- persistence: correlation between different items of a group ------------------------------
+
+
+def _slow_pair_correlation(c: np.ndarray, group: np.ndarray, ddof: int) -> float:
+    num, pairs = 0.0, 0
+    for a in range(c.size):
+        for b in range(c.size):
+            if a != b and group[a] == group[b]:
+                num += c[a] * c[b]
+                pairs += 1
+    return num / pairs / (float(c @ c) / (c.size - ddof))
+
+
+def test_pair_correlation_matches_a_slow_loop() -> None:
+    rng = np.random.default_rng(2)
+    group = rng.integers(0, 15, 60)
+    c = rng.normal(size=60) + 0.8 * rng.normal(size=15)[group]
+    pc = stats.pair_correlation(c, group, 15, ddof=3)
+    assert pc.statistic == pytest.approx(_slow_pair_correlation(c, group, 3), rel=1e-12)
+    assert pc.n_pairs == sum(n * (n - 1) for n in np.bincount(group))
+    assert pc.statistic > 0.2  # the planted shared component
+
+
+def test_cross_pair_correlation_matches_a_slow_loop() -> None:
+    rng = np.random.default_rng(3)
+    gx, gy = rng.integers(0, 10, 30), rng.integers(0, 10, 25)
+    cx, cy = rng.normal(size=30), rng.normal(size=25)
+    num = sum(cx[a] * cy[b] for a in range(30) for b in range(25) if gx[a] == gy[b])
+    pairs = sum(1 for a in range(30) for b in range(25) if gx[a] == gy[b])
+    expected = num / pairs / math.sqrt(float(cx @ cx) / 30 * float(cy @ cy) / 25)
+    got = stats.cross_pair_correlation(cx, gx, cy, gy, 10)
+    assert got.statistic == pytest.approx(expected, rel=1e-12)
+    assert got.n_pairs == pairs
+
+
+def test_centre_within() -> None:
+    out = stats.centre_within([1.0, 3.0, 10.0, 20.0, 30.0], [0, 0, 1, 1, 1])
+    assert out.tolist() == pytest.approx([-1, 1, -10, 0, 10])
+
+
+def test_persistence_null_against_brute_force_enumeration() -> None:
+    """On a tiny table (3 strata of 3 keys, 9 keys of 3 images), the Monte Carlo permutation p
+    of the persistence numerator agrees with the exact p from all 6^3 = 216 arrangements."""
+    c = np.array([0.9, -0.2, -0.7, 0.8, 0.1, -0.9, 0.5, -0.6, 0.1])
+    group = np.array([0, 1, 2, 0, 2, 1, 0, 1, 2])  # image of each key; image 0 is hard
+    stratum = np.repeat([0, 1, 2], 3)
+
+    def numerator(g: np.ndarray) -> float:
+        s = np.bincount(g, weights=c, minlength=3)
+        return float(s @ s - c @ c)
+
+    observed = numerator(group)
+    exact = []
+    for p0, p1, p2 in itertools.product(itertools.permutations(range(3)), repeat=3):
+        idx = np.concatenate([np.array(p0), 3 + np.array(p1), 6 + np.array(p2)])
+        exact.append(numerator(group[idx]))
+    p_exact = np.mean(np.array(exact) >= observed - 1e-12)
+    sh = stats.StrataShuffle(stratum)
+    rng = np.random.default_rng(4)
+    draws = np.array([numerator(group[sh.draw(rng)]) for _ in range(20_000)])
+    p_mc = np.mean(draws >= observed - 1e-12)
+    assert p_exact == pytest.approx(18 / 216)  # 18 of the 216 arrangements reach it
+    assert p_mc == pytest.approx(p_exact, abs=4 * math.sqrt(p_exact * (1 - p_exact) / 20_000))
+
+
+# -- intraclass correlations -----------------------------------------------------------------
+
+
+def _pairs_log(rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """Pair-level scores of a small crossed log: keys in strata, grouped by image."""
+    n_keys = 40
+    key_group = rng.integers(0, 8, n_keys)
+    key_stratum = np.sort(rng.integers(0, 5, n_keys))
+    key_m = rng.integers(1, 6, n_keys)
+    effect = rng.normal(0, 0.5, 8)[key_group] + rng.normal(0, 0.7, n_keys) + key_stratum
+    key = np.repeat(np.arange(n_keys), key_m)
+    h = effect[key] + rng.normal(size=key.size)
+    return {
+        "key": key,
+        "h": h,
+        "group": key_group,
+        "stratum": key_stratum,
+        "m": key_m,
+    }
+
+
+def test_nested_icc_matches_an_explicit_pairwise_loop() -> None:
+    rng = np.random.default_rng(5)
+    log = _pairs_log(rng)
+    key, h = log["key"], log["h"]
+    stratum_of_pair = log["stratum"][key]
+    group_of_pair = log["group"][key]
+    mu = {s: h[stratum_of_pair == s].mean() for s in np.unique(stratum_of_pair)}
+    x = h - np.array([mu[s] for s in stratum_of_pair])
+    variance = float(x @ x) / (x.size - len(mu))
+    w_num = w_n = b_num = b_n = 0.0
+    for i in range(x.size):
+        for j in range(x.size):
+            if i == j:
+                continue
+            if key[i] == key[j]:
+                w_num += x[i] * x[j]
+                w_n += 1
+            elif group_of_pair[i] == group_of_pair[j]:
+                b_num += x[i] * x[j]
+                b_n += 1
+    total = np.bincount(key, weights=h)
+    total_sq = np.bincount(key, weights=h * h)
+    r = stats.nested_icc(log["m"], total, total_sq, log["stratum"], log["group"], 8)
+    assert r.variance == pytest.approx(variance, rel=1e-10)
+    assert r.cov_within_key == pytest.approx(w_num / w_n, rel=1e-10)
+    assert r.cov_between_keys == pytest.approx(b_num / b_n, rel=1e-10)
+    assert r.within_key == pytest.approx(w_num / w_n / variance, rel=1e-10)
+    assert r.between_key == pytest.approx(b_num / b_n / variance, rel=1e-10)
+
+
+def test_nested_icc_recovers_planted_components_whatever_the_cadence() -> None:
+    """Key and image variance components, recovered with 8 or 64 queries per key alike."""
+    rng = np.random.default_rng(6)
+    n_img, per_img = 4000, 5
+    group = np.repeat(np.arange(n_img), per_img)
+    stratum = np.sort(rng.integers(0, 400, group.size))
+    image_sd, key_sd = 0.15, 0.3
+    truth_w = (image_sd**2 + key_sd**2) / (image_sd**2 + key_sd**2 + 1)
+    truth_b = image_sd**2 / (image_sd**2 + key_sd**2 + 1)
+    effect = rng.normal(0, image_sd, n_img)[group] + rng.normal(0, key_sd, group.size) + stratum
+    for q in (8, 64):
+        m = np.full(group.size, q)
+        noise = rng.normal(size=(group.size, q))
+        h = effect[:, None] + noise
+        r = stats.nested_icc(m, h.sum(1), (h * h).sum(1), stratum, group, n_img)
+        assert r.within_key == pytest.approx(truth_w, abs=0.01)
+        assert r.between_key == pytest.approx(truth_b, abs=0.006)
+
+
+def test_icc_sums_add_over_groups() -> None:
+    rng = np.random.default_rng(7)
+    log = _pairs_log(rng)
+    total = np.bincount(log["key"], weights=log["h"])
+    total_sq = np.bincount(log["key"], weights=log["h"] ** 2)
+    fitted = stats.cell_means(total / log["m"], log["m"], log["stratum"])
+    sums = stats.icc_sums(log["m"], total, total_sq, fitted, log["group"], 8)
+    assert sums.shape == (8, len(stats.ICC_SUM_COLUMNS))
+    direct = stats.nested_icc(log["m"], total, total_sq, log["stratum"], log["group"], 8)
+    again = stats.icc_from_sums(sums.sum(0), len(np.unique(log["stratum"])))
+    assert again == direct
+
+
+def test_additive_fit_by_hand() -> None:
+    """Block 0 is a 2 x 2 table (class x key step) of one value each: the additive fit of
+    [[1, 2], [3, 6]] is row mean + column mean - grand mean."""
+    values = np.array([1.0, 2.0, 3.0, 6.0, 5.0])
+    weights = np.ones(5)
+    block = np.array([0, 0, 0, 0, 1])
+    cls = np.array([0, 0, 1, 1, 0])
+    age = np.array([0, 1, 0, 1, 0])
+    fitted, n_params = stats.additive_fit(values, weights, block, cls, age)
+    grand = 3.0
+    rows, cols = [1.5, 4.5], [2.0, 4.0]
+    expected = [rows[0] + cols[0] - grand, rows[0] + cols[1] - grand]
+    expected += [rows[1] + cols[0] - grand, rows[1] + cols[1] - grand, 5.0]
+    assert fitted == pytest.approx(expected)
+    assert n_params == (2 + 1) + (2 + 1) - 2  # cells (block, class) + (block, step) - blocks
+
+
+# -- per-group scores, bootstrap, jackknife ---------------------------------------------------
+
+
+def test_stratum_normal_scores_by_hand() -> None:
+    values = np.array([0.3, 0.1, 0.2, 5.0, 5.0, 7.0])
+    stratum = np.array([0, 0, 0, 1, 1, 1])
+    g, var = stats.stratum_normal_scores(values, stratum)
+    ppf = sps.norm.ppf
+    assert g[:3] == pytest.approx([ppf(2.5 / 3), ppf(0.5 / 3), ppf(1.5 / 3)])
+    # ties share their average rank (1.5)
+    assert g[3:] == pytest.approx([ppf(1 / 3), ppf(1 / 3), ppf(2.5 / 3)])
+    grid = ppf((np.arange(1, 4) - 0.5) / 3)
+    assert var == pytest.approx(np.full(6, np.mean(grid**2)))
+
+
+def test_stratum_normal_scores_sum_is_standard_normal_under_the_null() -> None:
+    rng = np.random.default_rng(8)
+    n_img, per_img, size = 3000, 5, 25
+    group = rng.permutation(np.repeat(np.arange(n_img), per_img))
+    stratum = np.arange(group.size) // size
+    g, var = stats.stratum_normal_scores(rng.normal(size=group.size), stratum)
+    z = np.bincount(group, weights=g) / np.sqrt(np.bincount(group, weights=var))
+    assert abs(z.mean()) < 0.05
+    assert z.std() == pytest.approx(1.0, abs=0.04)
+    assert np.mean(np.abs(z) > 1.96) < 0.06
+
+
+def test_bootstrap_sums_resamples_units() -> None:
+    rng = np.random.default_rng(9)
+    x = np.c_[np.arange(1.0, 6.0), np.ones(5)]
+    draws = stats.bootstrap_sums(x, 400, rng, chunk=7)
+    assert draws.shape == (400, 2)
+    assert np.all(draws[:, 1] == 5)  # five units drawn every time
+    assert draws[:, 0].mean() == pytest.approx(15, abs=0.5)
+    assert set(np.unique(draws[:, 0])) <= set(range(5, 26))
+
+
+def test_percentile_and_jackknife_intervals() -> None:
+    assert stats.percentile_interval(np.arange(101.0), 0.9) == pytest.approx((5.0, 95.0))
+    assert stats.percentile_interval(np.array([np.nan])) != stats.percentile_interval([1.0])
+    # jackknife of the mean of 3 values equals the t-interval of the mean
+    x = np.array([1.0, 2.0, 6.0])
+    loo = np.array([(x.sum() - v) / 2 for v in x])
+    se, lo, hi = stats.jackknife_interval(x.mean(), loo)
+    assert se == pytest.approx(x.std(ddof=1) / math.sqrt(3))
+    q = sps.t.ppf(0.975, 2)
+    assert (lo, hi) == pytest.approx((x.mean() - q * se, x.mean() + q * se))
