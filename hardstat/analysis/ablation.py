@@ -54,12 +54,12 @@ METRIC_LABELS = {"linear": "final linear-probe top-1", "knn": "final kNN top-1"}
 VERDICTS = ("better", "worse", "equivalent", "inconclusive")
 
 RULE = (
-    "verdicts: the two-sided paired t-test p (H0: mean difference 0) and the TOST p "
-    "(H0: |mean difference| >= margin) are Holm-adjusted over the contrasts of the table that "
-    "have at least 2 paired seeds; better / worse if the adjusted t-test p < alpha (by the sign "
-    "of the mean difference), else equivalent if the adjusted TOST p < alpha, else inconclusive"
+    "better / worse if the two-sided paired t-test p (H0: mean Δ = 0) < alpha, by the sign of "
+    "the mean Δ; else equivalent if the TOST p (H0: |mean Δ| >= margin) < alpha; else "
+    "inconclusive (always with fewer than 2 paired seeds)"
 )
-"""The declared verdict rule (the CLI, the JSON and docs/analyses.md state it)."""
+"""The declared verdict rule, applied to Holm-adjusted p-values (the CLI, the JSON and
+docs/analyses.md state it)."""
 
 RUN_COLUMNS = (
     "run",
@@ -190,8 +190,9 @@ class BandAblation:
         """The verdict rule with this table's margin, alpha and number of tested contrasts."""
         tested = int(self.contrasts["p"].is_not_null().sum()) if self.contrasts.height else 0
         return (
-            f"{RULE}; margin ±{100 * self.margin:.2f} pp, alpha {self.alpha:g}, "
-            f"Holm over {tested} contrast{'s' if tested != 1 else ''}; unit: seed"
+            f"verdicts (p-values Holm-adjusted over the {tested} contrast"
+            f"{'s' if tested != 1 else ''} with 2+ paired seeds; alpha {self.alpha:g}; margin "
+            f"±{100 * self.margin:.2f} pp; unit: seed): {RULE}"
         )
 
     def contrast_rows(self) -> tuple[list[str], list[list[str]]]:

@@ -161,7 +161,8 @@ def test_contrasts_by_hand(sweep: Path) -> None:
         "inconclusive",  # adjusted p = 0.37
         "inconclusive",  # one seed
     ]
-    assert "Holm over 3 contrasts" in result.rule() and "margin ±1.00 pp" in result.rule()
+    rule = result.rule()
+    assert "Holm-adjusted over the 3 contrasts" in rule and "margin ±1.00 pp" in rule
 
 
 def test_pairs_hold_every_per_seed_difference(sweep: Path) -> None:

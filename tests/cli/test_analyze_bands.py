@@ -72,7 +72,7 @@ def test_json_per_seed_values_by_hand(sweep: Path) -> None:
     )
     assert hard["verdict"] == rand["verdict"] == "inconclusive"
     assert hard["kept"] == 4 and hard["kept_fraction"] == 4 / 64
-    assert "Holm over 2 contrasts" in data["rule"] and data["unit"] == "seed"
+    assert "Holm-adjusted over the 2 contrasts" in data["rule"] and data["unit"] == "seed"
     assert data["warnings"] == [] and result.stderr == ""
 
 
@@ -89,7 +89,7 @@ def test_table(sweep: Path) -> None:
     assert "s0 +0.00, s1 -12.50, s2 +0.00" in rand
     assert "s0 -25.00, s1 -6.25, s2 -6.25" in hard and hard.split()[-1] == "inconclusive"
     assert "-12.50 [" in hard  # mean difference with its 95% interval
-    assert lines[5].startswith("verdicts: the two-sided paired t-test p")
+    assert lines[5].startswith("verdicts (p-values Holm-adjusted over the 2 contrasts")
     assert "per band (means over the band's runs" in result.stdout
     # no standard deviation shown as an interval: the only ± is the margin in the rule
     assert result.stdout.count("±") == 1 and "margin ±1.00 pp" in lines[5]
