@@ -152,8 +152,10 @@ def sweep(
     goes to DIR/sweep.json; run NAME = BAND-sSEED goes to DIR/NAME. The command is safe to
     repeat: finished runs are skipped, interrupted ones resumed from their checkpoint, run
     directories that died before their first checkpoint moved to DIR/.failed/ and restarted.
-    Ctrl-C stops the current run cleanly; run the same command (or `hardstat sweep --out DIR`)
-    to continue. The sweep directory is printed on stdout, a summary table on stderr.
+    With --eval linear each finished run then gets its linear probe (as `hardstat eval RUN
+    --linear`); finished probes are skipped and interrupted ones redone. Ctrl-C stops the
+    current run (or probe) cleanly; run the same command (or `hardstat sweep --out DIR`) to
+    continue. The sweep directory is printed on stdout, a summary table on stderr.
 
     Examples:
 
