@@ -264,15 +264,31 @@ def _bands_section(con: duckdb.DuckDBPyConnection, n_bands: int) -> str:
     from hardstat.analysis.ablation import band_ablation
     from hardstat.charts.bands import bands_chart
 
-    result = band_ablation(con)
+    try:
+        result = band_ablation(con)
+    except HardstatError as e:  # e.g. runs of different datasets: no ablation to show
+        return head + _note(f"Omitted: {e}") + "</section>"
     cols, rows = result.band_rows()
     table = html_table(cols, rows, numeric=[False] + [True] * (len(cols) - 1))
+    if result.no_contrast is not None:
+        return head + table + _note(result.no_contrast) + "</section>"
+    ccols, crows = result.contrast_rows()
+    what = f"{result.metric_label}: band minus {result.reference}, paired by seed"
+    contrasts = f"<p>{esc(what)}</p>"
+    contrasts += html_table(ccols, crows, numeric=[False] + [True] * 7 + [False, False])
+    contrasts += _note(result.rule() + ".")
     chart = _chart_img(
-        bands_chart(result.runs, result.bands, reference=result.reference),
-        "downstream top-1 accuracy per band",
+        bands_chart(
+            result.contrasts,
+            result.pairs,
+            reference=result.reference,
+            metric=result.metric_label,
+            margin=result.margin,
+        ),
+        "paired differences from the reference band, per band",
     )
     notes = "".join(_note(w) for w in result.warnings)
-    return head + table + chart + notes + "</section>"
+    return head + contrasts + chart + table + notes + "</section>"
 
 
 def semantic_rows(result: SemanticResult) -> tuple[list[str], list[list[str]]]:

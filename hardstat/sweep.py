@@ -14,8 +14,10 @@ directory per (band, seed), named ``<band-slug>-s<seed>``::
 Runs are ordered seed-major (every band of the first seed, then the next seed), so a partial
 sweep already compares all bands. Executing a sweep (:func:`execute`) skips finished runs,
 resumes interrupted ones from their checkpoint, moves aside those that died before their first
-checkpoint and starts the rest; it is safe to repeat. Torch is imported only inside
-:func:`execute`, which trains.
+checkpoint and starts the rest; it is safe to repeat. With a :class:`LinearProbe` it then
+evaluates every finished run as ``hardstat eval RUN --linear`` does (the run's own ``evals``
+table says whether that probe is done, so a repeated sweep skips finished probes and redoes
+interrupted ones). Torch is imported only inside :func:`execute`, which trains and probes.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ import shlex
 import sys
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +57,10 @@ _NAMED_OPTIONS: dict[str, tuple[str, type]] = {
     "data.subset": ("--subset", int),
 }
 _PER_RUN = ("band", "seed")
+PROBE_STATUSES = ("done", "pending")
+"""A finished run's linear probe: done = its evals table holds a linear evaluation of the final
+step with the sweep's probe settings; pending = not yet (or interrupted: a probe writes its row
+only when it completes)."""
 
 
 # -- spec ----------------------------------------------------------------------------------------
@@ -64,7 +70,7 @@ def parse_bands(text: str) -> tuple[str, ...]:
     if not text.strip() or any(not t for t in items):
         raise ConfigError(
             f"malformed band list {text!r}; separate bands with ',' and join the ranges of a "
-            "union with '+', e.g. '0-100,0-5,5-100,0-5+50-55,random:5'"
+            "union with '+', e.g. '0-100,0-5,5-100,0-5+50-55,random:5,random=5-100'"
         )
     bands = tuple(parse_band(t).spec for t in items)
     _no_duplicates(bands, "band")
@@ -90,7 +96,8 @@ def _no_duplicates(items: tuple[str, ...], what: str) -> None:
 
 
 def band_slug(band: str) -> str:
-    """A band spec as a file name: ``0-5,50-55`` -> ``0-5+50-55``, ``random:5`` -> ``random5``."""
+    """A band spec as a file name: ``0-5,50-55`` -> ``0-5+50-55``, ``random:5`` -> ``random5``,
+    ``random=0-5,50-55`` -> ``random=0-5+50-55``."""
     return parse_band(band).spec.replace(",", "+").replace(":", "")
 
 
@@ -185,6 +192,37 @@ def _plain(value: Any) -> Any:
     return json.loads(json.dumps(value))
 
 
+@dataclass(frozen=True)
+class LinearProbe:
+    """The linear probe a sweep runs on every finished run (``--eval linear``): the same as
+    ``hardstat eval RUN --linear --epochs EPOCHS --lr LR``. Not part of a sweep's identity: it
+    can be added to (or changed on) a recorded sweep."""
+
+    epochs: int = 100
+    lr: float = 0.1
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1 or not self.lr > 0:
+            raise ConfigError(
+                f"linear probe: --linear-epochs must be >= 1 and --linear-lr > 0 (got "
+                f"{self.epochs} and {self.lr})"
+            )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"linear": {"epochs": self.epochs, "lr": self.lr}}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any] | None) -> LinearProbe | None:
+        if not d or not d.get("linear"):
+            return None
+        return cls(epochs=int(d["linear"]["epochs"]), lr=float(d["linear"]["lr"]))
+
+    def options(self) -> list[str]:
+        """The ``hardstat sweep`` options that ask for this probe."""
+        epochs, lr = str(self.epochs), repr(self.lr)
+        return ["--eval", "linear", "--linear-epochs", epochs, "--linear-lr", lr]
+
+
 # -- plan ----------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class PlannedRun:
@@ -205,6 +243,7 @@ class Sweep:
     runs: tuple[PlannedRun, ...]
     created: str
     hardstat_version: str
+    probe: LinearProbe | None = None
 
     @property
     def manifest_path(self) -> Path:
@@ -215,6 +254,19 @@ class Sweep:
 
     def resume_command(self, run: PlannedRun) -> str:
         return shlex.join(["hardstat", "train", "--resume", str(self.run_dir(run))])
+
+    def with_probe(self, probe: LinearProbe | None) -> Sweep:
+        """The same sweep with another linear probe (None: none); saved by the next
+        :func:`save`."""
+        return replace(self, probe=probe)
+
+    def eval_command(self, run: PlannedRun) -> str | None:
+        """The ``hardstat eval`` command of this run's linear probe (None without a probe)."""
+        if self.probe is None:
+            return None
+        args = ["hardstat", "eval", str(self.run_dir(run)), "--linear", "--no-knn"]
+        args += ["--epochs", str(self.probe.epochs), "--lr", repr(self.probe.lr)]
+        return shlex.join([*args, "--device", run.config.device])
 
     def check_index(self, index: int) -> PlannedRun:
         if not 0 <= index < len(self.runs):
@@ -298,16 +350,18 @@ def load(out: Path) -> Sweep | None:
             for i, r in enumerate(data["runs"])
         )
         created, version = str(data["created"]), str(data["hardstat_version"])
-    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+        probe = LinearProbe.from_dict(data.get("eval"))
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, ConfigError) as e:
         raise RunError(
             f"{path} is unreadable or corrupt ({type(e).__name__}: {e}); restore it or use "
             "another --out"
         ) from e
-    return Sweep(out, spec, planned, created, version)
+    return Sweep(out, spec, planned, created, version, probe)
 
 
 def open_sweep(out: Path, spec: SweepSpec | None) -> Sweep:
-    """The sweep at ``out``: the recorded one (``spec`` None, or the same spec) or a new plan.
+    """The sweep at ``out``: the recorded one (``spec`` None, or the same spec, with its recorded
+    linear probe) or a new plan (without one; see :meth:`Sweep.with_probe`).
 
     Raises ConfigError when ``out`` records a different sweep, RunError when ``spec`` is None and
     nothing is recorded. Writes nothing.
@@ -365,6 +419,41 @@ def statuses(sweep: Sweep) -> list[str]:
     return [run_status(sweep.run_dir(r)) for r in sweep.runs]
 
 
+def probe_top1(run_dir: Path, probe: LinearProbe) -> float | None:
+    """Top-1 of the run's linear probe with ``probe``'s settings at its final step (the mean if
+    there are several), or None when that probe has not completed (or the run has not
+    finished)."""
+    run_dir = Path(run_dir)
+    if run_status(run_dir) != "finished":
+        return None
+    final = int(runs.read_manifest(run_dir).get("steps_done", 0)) - 1  # the checkpoint's step
+    found = [
+        row["top1"]
+        for row in _evals(run_dir)
+        if row["kind"] == "linear"
+        and row["step"] == final
+        and row["top1"] is not None
+        and _same_probe(row["params"], probe)
+    ]
+    return float(sum(found) / len(found)) if found else None
+
+
+def probe_status(run_dir: Path, probe: LinearProbe | None) -> str | None:
+    """``done`` or ``pending`` (:data:`PROBE_STATUSES`) for a finished run; None without a probe
+    or before the run has finished."""
+    if probe is None or run_status(run_dir) != "finished":
+        return None
+    return "pending" if probe_top1(run_dir, probe) is None else "done"
+
+
+def _same_probe(params: str | None, probe: LinearProbe) -> bool:
+    try:
+        p = json.loads(params or "{}")
+        return int(p.get("epochs")) == probe.epochs and float(p.get("lr")) == probe.lr
+    except (ValueError, TypeError):
+        return False
+
+
 def _check_run_config(sweep: Sweep, run: PlannedRun, status: str) -> None:
     """A run directory already there must hold this run (same resolved config)."""
     if status not in ("finished", "running", "interrupted"):
@@ -391,6 +480,7 @@ def save(sweep: Sweep) -> Path:
         "updated": runs.now_iso(),
         "out": str(sweep.out),
         "spec": sweep.spec.to_dict(),
+        "eval": sweep.probe.to_dict() if sweep.probe is not None else None,
         "runs": [
             {
                 "index": r.index,
@@ -398,8 +488,10 @@ def save(sweep: Sweep) -> Path:
                 "band": r.band,
                 "seed": r.seed,
                 "status": status,
+                "probe": probe_status(sweep.run_dir(r), sweep.probe),
                 "command": r.command,
                 "resume_command": sweep.resume_command(r),
+                "eval_command": sweep.eval_command(r),
                 "config": r.config.to_dict(),
             }
             for r, status in zip(sweep.runs, now, strict=True)
@@ -419,13 +511,20 @@ def _write_atomic(path: Path, text: str) -> None:
 
 # -- dry run and Slurm ---------------------------------------------------------------------------
 def dry_run_lines(sweep: Sweep, indices: Sequence[int] | None = None) -> list[str]:
-    """The commands a local execution would run now, one per line; comments for the rest."""
+    """The commands a local execution would run now, one per line; comments for the rest.
+
+    With a linear probe, each run's ``hardstat eval`` line follows its training line (or stands
+    alone for a finished run whose probe is pending)."""
     lines: list[str] = []
     for run in _selected(sweep, indices):
         run_dir = sweep.run_dir(run)
         status = run_status(run_dir)
         _check_run_config(sweep, run, status)
+        probe = sweep.eval_command(run)
         if status == "finished":
+            if probe_status(run_dir, sweep.probe) == "done":
+                lines.append(f"# finished, linear probe done: {run_dir}")
+                continue
             lines.append(f"# finished: {run_dir}")
         elif status in ("running", "interrupted"):
             lines.append(sweep.resume_command(run))
@@ -436,6 +535,8 @@ def dry_run_lines(sweep: Sweep, indices: Sequence[int] | None = None) -> list[st
                     f"{sweep.out / FAILED_DIR}/ and restarted"
                 )
             lines.append(run.command)
+        if probe is not None:
+            lines.append(probe)
     return lines
 
 
@@ -445,11 +546,19 @@ def slurm_script(sweep: Sweep) -> str:
     out = str(sweep.out)
     bands = ",".join(band_slug(b) for b in sweep.spec.bands)
     seeds = ",".join(str(s) for s in sweep.spec.seeds)
+    options, probe = "", ""
+    if sweep.probe is not None:
+        options = " " + shlex.join(sweep.probe.options())
+        probe = (
+            "\n# After training, the task runs the run's linear probe "
+            f"(hardstat eval RUN --linear --epochs {sweep.probe.epochs} --lr {sweep.probe.lr!r});"
+            "\n# a finished probe is skipped."
+        )
     return f"""#!/bin/bash
 # hardstat band-ablation sweep: {n} runs (bands {bands}; seeds {seeds}), one array task per run.
 # Plan: {sweep.manifest_path}. Submit with: sbatch {shlex.quote(str(sweep.out / SBATCH_FILE))}
 # Task i trains run i of the plan: it skips a finished run, resumes an interrupted one and
-# starts the rest, so resubmitting the array (or one task, --array=I) continues the sweep.
+# starts the rest, so resubmitting the array (or one task, --array=I) continues the sweep.{probe}
 #SBATCH --job-name=hardstat-sweep
 #SBATCH --array=0-{n - 1}
 #SBATCH --output={out}/slurm-%A_%a.out
@@ -467,7 +576,7 @@ def slurm_script(sweep: Sweep) -> str:
 set -euo pipefail
 # The job inherits the submitting shell's environment: submit from one where `hardstat` runs
 # (or activate it here, e.g. source /path/to/venv/bin/activate).
-exec hardstat sweep --out {shlex.quote(out)} --index "$SLURM_ARRAY_TASK_ID" --quiet
+exec hardstat sweep --out {shlex.quote(out)}{options} --index "$SLURM_ARRAY_TASK_ID" --quiet
 """
 
 
@@ -487,6 +596,8 @@ class RunOutcome:
 
     ``action``: skipped (already finished), started, resumed, restarted (a directory without a
     checkpoint was set aside first), stopped (interrupted during this invocation) or not run.
+    ``probe`` (with a linear probe only): ran (this time), done (before), stopped, or pending
+    (not run yet); None before the run has finished. ``linear_top1`` is the probe's top-1.
     """
 
     run: PlannedRun
@@ -495,6 +606,8 @@ class RunOutcome:
     steps_done: int | None
     knn_top1: float | None
     set_aside: Path | None = None
+    probe: str | None = None
+    linear_top1: float | None = None
 
 
 @dataclass(frozen=True)
@@ -512,13 +625,16 @@ def execute(
 
     Finished runs are skipped, interrupted (or crashed) runs with a checkpoint resumed, run
     directories without a checkpoint moved to ``.failed/`` and restarted, the rest started.
-    ``sweep.json`` is written first and after every run. Ctrl-C (or SIGTERM) stops the current
-    run cleanly at a step boundary (it checkpoints) and ends the sweep; the report says so.
+    With ``sweep.probe``, every finished run whose probe is not done is then probed (by process
+    0 under torchrun). ``sweep.json`` is written first and after every run and probe. Ctrl-C (or
+    SIGTERM) stops the current run cleanly at a step boundary (it checkpoints), or the current
+    probe (it writes nothing), and ends the sweep; the report says so.
     """
     from tqdm import tqdm
 
     from hardstat.train import distributed
     from hardstat.train.loop import train
+    from hardstat.train.posthoc import evaluate_run
 
     main = runs.main_process()
     progress = progress and main
@@ -533,6 +649,39 @@ def execute(
     def save_status() -> None:
         if main:
             save(sweep)
+
+    def run_probe(run: PlannedRun) -> str | None:
+        """The run's linear probe, unless done: ``ran``, ``done`` or None (no probe)."""
+        probe = sweep.probe
+        if probe is None:
+            return None
+        run_dir = sweep.run_dir(run)
+        if distributed.broadcast_object(probe_status(run_dir, probe) if main else None) == "done":
+            return "done"
+        t0 = time.perf_counter()
+
+        def evaluate() -> None:
+            evaluate_run(
+                run_dir,
+                linear=True,
+                knn=False,
+                linear_epochs=probe.epochs,
+                linear_lr=probe.lr,
+                device=run.config.device,
+            )
+
+        try:
+            distributed.on_main(evaluate)
+        except HardstatError as e:
+            raise e.reworded(f"run {run.name}: linear probe: {e}") from e
+        finally:
+            save_status()
+        if progress:
+            top1 = probe_top1(run_dir, probe)
+            took = _duration(time.perf_counter() - t0)
+            shown = f"{top1:.4f}" if top1 is not None else "n/a"
+            bar.write(f"{run.name}: linear probe top-1 {shown} in {took}", file=sys.stderr)
+        return "ran"
 
     with distributed.agreed():  # refuse foreign run directories before training anything
         for run in selected:
@@ -556,7 +705,13 @@ def execute(
             bar.set_description(f"sweep: {run.name}")
             status = status_of(run)
             if status == "finished":
-                outcomes.append(_outcome(sweep, run, "skipped"))
+                try:
+                    probed = run_probe(run)
+                except KeyboardInterrupt:
+                    outcomes.append(_outcome(sweep, run, "skipped", probe="stopped"))
+                    interrupted = True
+                    break
+                outcomes.append(_outcome(sweep, run, "skipped", probe=probed))
                 bar.update(1)
                 continue
             action = "resumed" if status in ("running", "interrupted") else "started"
@@ -575,16 +730,23 @@ def execute(
                 raise e.reworded(f"run {run.name}: {e}") from e
             finally:
                 save_status()
-            outcome = _outcome(sweep, run, "stopped" if stopped else action, set_aside)
-            outcomes.append(outcome)
             if stopped:
+                outcomes.append(_outcome(sweep, run, "stopped", set_aside))
                 interrupted = True
                 break
-            bar.update(1)
             if progress:
-                knn = f", kNN top-1 {outcome.knn_top1:.4f}" if outcome.knn_top1 is not None else ""
+                trained = _outcome(sweep, run, action, set_aside)
+                knn = f", kNN top-1 {trained.knn_top1:.4f}" if trained.knn_top1 is not None else ""
                 took = _duration(time.perf_counter() - t0)
-                bar.write(f"{run.name}: {action}, {outcome.status} in {took}{knn}", file=sys.stderr)
+                bar.write(f"{run.name}: {action}, {trained.status} in {took}{knn}", file=sys.stderr)
+            try:
+                probed = run_probe(run)
+            except KeyboardInterrupt:
+                outcomes.append(_outcome(sweep, run, action, set_aside, probe="stopped"))
+                interrupted = True
+                break
+            outcomes.append(_outcome(sweep, run, action, set_aside, probe=probed))
+            bar.update(1)
     except KeyboardInterrupt:  # between runs: the current run is where it was left
         interrupted = True
         if current is not None and current.index not in {o.run.index for o in outcomes}:
@@ -625,7 +787,12 @@ def _set_aside(sweep: Sweep, run: PlannedRun) -> Path:
 
 
 def _outcome(
-    sweep: Sweep, run: PlannedRun, action: str, set_aside: Path | None = None
+    sweep: Sweep,
+    run: PlannedRun,
+    action: str,
+    set_aside: Path | None = None,
+    *,
+    probe: str | None = None,
 ) -> RunOutcome:
     run_dir = sweep.run_dir(run)
     status = run_status(run_dir)
@@ -633,31 +800,42 @@ def _outcome(
     if status in ("running", "interrupted", "finished"):
         steps = int(runs.read_manifest(run_dir).get("steps_done", 0))
     knn = final_knn_top1(run_dir) if status != "pending" else None
-    return RunOutcome(run, action, status, steps, knn, set_aside)
+    linear = probe_top1(run_dir, sweep.probe) if sweep.probe is not None else None
+    if probe is None:
+        probe = probe_status(run_dir, sweep.probe)
+    return RunOutcome(run, action, status, steps, knn, set_aside, probe, linear)
 
 
 def final_knn_top1(run_dir: Path) -> float | None:
     """Top-1 of the run's last kNN evaluation (largest step) from its evals table, or None."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    files = sorted((Path(run_dir) / schema.EVALS.name).glob("*.parquet"))
-    if not files:
-        return None
-    table = pa.concat_tables(pq.read_table(f, columns=["step", "kind", "top1"]) for f in files)
     knn = [
         (row["step"], row["top1"])
-        for row in table.to_pylist()
+        for row in _evals(run_dir)
         if row["kind"] == "knn" and row["top1"] is not None
     ]
     return float(max(knn, key=lambda r: r[0])[1]) if knn else None
 
 
-def format_summary(outcomes: Sequence[RunOutcome]) -> str:
-    """A plain-text table: run, band, seed, this time (action), status, steps, kNN top-1."""
-    header = ("run", "band", "seed", "this time", "status", "steps", "kNN top-1")
-    rows = [header] + [
-        (
+def _evals(run_dir: Path) -> list[dict[str, Any]]:
+    """The rows (step, kind, top1, params) of a run's evals table; [] without one."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    files = sorted((Path(run_dir) / schema.EVALS.name).glob("*.parquet"))
+    if not files:
+        return []
+    columns = ["step", "kind", "top1", "params"]
+    return pa.concat_tables(pq.read_table(f, columns=columns) for f in files).to_pylist()
+
+
+def format_summary(outcomes: Sequence[RunOutcome], *, probe: bool = False) -> str:
+    """A plain-text table: run, band, seed, this time (action), status, steps, kNN top-1, and
+    with ``probe`` the linear probe's state and top-1."""
+    header: tuple[str, ...] = ("run", "band", "seed", "this time", "status", "steps", "kNN top-1")
+    header += ("probe", "linear top-1") if probe else ()
+    rows = [header]
+    for o in outcomes:
+        row: tuple[str, ...] = (
             o.run.name,
             o.run.band,
             str(o.run.seed),
@@ -666,10 +844,11 @@ def format_summary(outcomes: Sequence[RunOutcome]) -> str:
             "" if o.steps_done is None else str(o.steps_done),
             "" if o.knn_top1 is None else f"{o.knn_top1:.4f}",
         )
-        for o in outcomes
-    ]
+        if probe:
+            row += (o.probe or "", "" if o.linear_top1 is None else f"{o.linear_top1:.4f}")
+        rows.append(row)
     widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
-    right = {2, 5, 6}
+    right = {2, 5, 6, 8}
     return "\n".join(
         "  ".join(
             c.rjust(w) if i in right else c.ljust(w)

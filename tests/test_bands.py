@@ -17,6 +17,9 @@ from hardstat.errors import ConfigError
         ("0.1-100", 4096, 4091),
         ("0-100", 4096, 4096),
         ("random:5", 4096, 205),
+        ("random=5-100", 4096, 3891),
+        ("random=0.1-100", 4096, 4091),
+        ("random=0-5,50-55", 4096, 205 + (2253 - 2048)),
         ("0-5,50-55", 4096, 205 + (2253 - 2048)),
         ("0-5,3-10", 100, 10),  # overlapping ranges count once
         ("7-8", 100, 1),  # exact arithmetic: ceil(7) = 7, not 8
@@ -40,6 +43,24 @@ def test_canonical_spec() -> None:
     assert parse_band("random:5").spec == "random:5"
     assert parse_band("0.1-100").spec == "0.1-100"
     assert parse_band("0-100").is_all and not parse_band("0-5").is_all
+    assert parse_band(" random = 5 - 100").spec == "random=5-100"
+    assert parse_band("random=50-55+0-5").spec == "random=0-5,50-55"
+    # random=0-p keeps ceil(pK/100) for every K, as random:p does: it is the same band
+    assert parse_band("random=0-5") == parse_band("random:5")
+    assert parse_band("random=0-5").spec == "random:5"
+    assert not parse_band("random=0-100").is_all
+    for spec in ("0-5", "5-100", "0-5,50-55", "random:5", "random=5-100", "random=0-5,50-55"):
+        band = parse_band(spec)
+        assert parse_band(band.spec) == band and band.spec == spec
+
+
+def test_matched_band() -> None:
+    assert parse_band("random=5-100").matched_band == parse_band("5-100")
+    assert parse_band("random:5").matched_band == parse_band("0-5")
+    assert parse_band("50-55").matched_band == parse_band("50-55")
+    assert parse_band("random=5-100").is_random and parse_band("random:5").is_random
+    with pytest.raises(ConfigError, match="keeps random negatives"):
+        parse_band("random=5-100").rank_intervals(100)
 
 
 @pytest.mark.parametrize(
@@ -58,6 +79,13 @@ def test_canonical_spec() -> None:
         "random:0",
         "random:101",
         "0-5,",
+        "random=",
+        "random=5",
+        "random=random:5",
+        "random=random=5-10",
+        "random=5-5",
+        "random=0-101",
+        "random:5,0-5",
     ],
 )
 def test_malformed_specs_rejected(spec: str) -> None:
@@ -86,6 +114,23 @@ def test_count_rule_matches_definition(k: int, a: Fraction, b: Fraction) -> None
     # slow reference: count r in 1..K with ceil(lo K/100) < r <= ceil(hi K/100)
     cut_lo, cut_hi = math.ceil(flo * k / 100), math.ceil(fhi * k / 100)
     assert band.kept_count(k) == sum(1 for r in range(1, k + 1) if cut_lo < r <= cut_hi)
+
+
+@given(k=st.integers(1, 70000), a=percents, b=percents, c=percents, d=percents)
+def test_count_matched_random_keeps_the_rank_bands_count(
+    k: int, a: Fraction, b: Fraction, c: Fraction, d: Fraction
+) -> None:
+    lo1, hi1 = sorted((a, b))
+    lo2, hi2 = sorted((c, d))
+    if lo1 == hi1 or lo2 == hi2:
+        return
+    spec = f"{float(lo1):.10g}-{float(hi1):.10g},{float(lo2):.10g}-{float(hi2):.10g}"
+    ranked, matched = parse_band(spec), parse_band(f"random={spec}")
+    # slow reference: ranks r in 1..K inside either range by the count rule
+    cuts = [(math.ceil(lo * k / 100), math.ceil(hi * k / 100)) for lo, hi in ranked.ranges]
+    count = sum(1 for r in range(1, k + 1) if any(x < r <= y for x, y in cuts))
+    assert matched.kept_count(k) == ranked.kept_count(k) == count
+    assert matched.is_random and parse_band(matched.spec).spec == matched.spec
 
 
 def test_plus_joins_ranges_like_comma() -> None:

@@ -161,7 +161,8 @@ def sweep(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, np.
         evals=[ev("knn", 24, 0.75), ev("linear", 24, 0.875)],
     )
     set_dataset(run, f"npz:{data}")
-    write_run(sweep, "hard-s0", queue_size=QUEUE, band="0-5", evals=[ev("knn", 24, 0.5)])
+    hard = write_run(sweep, "hard-s0", queue_size=QUEUE, band="0-5", evals=[ev("knn", 24, 0.5)])
+    set_dataset(hard, f"npz:{data}")  # one dataset: the band ablation pools no others
     return sweep, pairs
 
 
@@ -191,12 +192,30 @@ def test_sections_and_header(page: str) -> None:
 
 def test_band_table_values(page: str) -> None:
     bands = section(page, "bands")
-    rows = re.findall(r"<tr>(.*?)</tr>", bands)
-    cells = [re.findall(r"<td[^>]*>(.*?)</td>", r) for r in rows[1:]]
-    # band, kept %, seeds, kNN, best kNN, diff, linear, linear diff; 0-5 of 40 keeps 2 = 5%
-    assert cells[0] == ["0-100", "100", "1", "75.00", "75.00", "+0.00", "87.50", "+0.00"]
-    assert cells[1][:6] == ["0-5", "5", "1", "50.00", "50.00", "-25.00"]
+    tables = re.findall(r"<tbody>(.*?)</tbody>", bands)
+    contrast, per_band = (
+        [re.findall(r"<td[^>]*>(.*?)</td>", r) for r in re.findall(r"<tr>(.*?)</tr>", t)]
+        for t in tables
+    )
+    # one paired seed: the contrast is shown with its point but no interval, inconclusive
+    assert contrast == [
+        ["0-5", "2 / 40", "38 (95.000%)", "1", "s0 -25.00", "-25.00", "—", "—", "—", "inconclusive"]
+    ]
+    # band, kept / K, kept %, runs, kNN runs, mean kNN, linear runs, mean linear; 0-5 keeps 2
+    assert per_band[0] == ["0-100", "40 / 40", "100.000", "1", "1", "75.00", "1", "87.50"]
+    assert per_band[1] == ["0-5", "2 / 40", "5.000", "1", "1", "50.00", "0", "—"]
+    assert "Holm" in bands and "1 paired seed, so no interval" in bands
     assert '<img class="chart"' in bands
+
+
+def test_band_section_omits_an_ablation_it_cannot_make(tmp_path: Path) -> None:
+    from hardstat.report import _bands_section
+
+    write_run(tmp_path, "a-s0", queue_size=QUEUE, evals=[ev("knn", 24, 0.5)])
+    write_run(tmp_path, "b-s0", queue_size=2 * QUEUE, band="0-5", evals=[ev("knn", 24, 0.5)])
+    con = logs.connect(logs.find_runs([tmp_path]))
+    html = _bands_section(con, 2)
+    assert "Omitted: the runs mix queue sizes" in html and "<table>" not in html
 
 
 def test_semantic_and_consistency_on_the_all_negatives_run(page: str) -> None:

@@ -59,6 +59,9 @@ def test_plan_of_two_bands_by_two_seeds(tmp_path: Path) -> None:
         ("50-55,0-5", 0, "0-5+50-55-s0"),
         ("50-55+0-5", 2, "0-5+50-55-s2"),
         ("0-0.01", 0, "0-0.01-s0"),
+        ("random=5-100", 0, "random=5-100-s0"),
+        ("random=50-55+0-5", 1, "random=0-5+50-55-s1"),
+        ("random=0-5", 2, "random5-s2"),  # the same band as random:5
     ],
 )
 def test_run_names(band: str, seed: int, name: str) -> None:
@@ -68,9 +71,15 @@ def test_run_names(band: str, seed: int, name: str) -> None:
 
 def test_band_and_seed_lists() -> None:
     assert sw.parse_bands(" 0-100, 0-5+50-55 ,random:5") == ("0-100", "0-5,50-55", "random:5")
+    assert sw.parse_bands("5-100,random=5-100,random=50-55+0-5") == (
+        "5-100",
+        "random=5-100",
+        "random=0-5,50-55",
+    )
     assert sw.parse_seeds("3,0,1") == (3, 0, 1)
     for bad, message in [
         ("0-5,0-5.0", "listed twice"),  # the same band after canonicalization
+        ("random:5,random=0-5", "listed twice"),
         ("0-5,,5-100", "malformed band list"),
         ("0-5;5-100", "malformed band"),
         ("", "malformed band list"),
@@ -298,3 +307,115 @@ def test_sweep_module_does_not_import_torch() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     mods = {m.split(".")[0] for m in out.stdout.split()}
     assert "torch" not in mods and "duckdb" not in mods and "altair" not in mods
+
+
+def test_count_matched_random_band_in_a_plan(tmp_path: Path) -> None:
+    out = tmp_path / "sw"
+    plan = sw.plan(spec(bands="5-100,random=5-100,random=0-5+50-55", seeds="0"), out)
+    assert [r.name for r in plan.runs] == ["5-100-s0", "random=5-100-s0", "random=0-5+50-55-s0"]
+    assert plan.runs[1].config.band == "random=5-100"
+    assert "--band random=5-100 --seed 0" in plan.runs[1].command
+    # the union's comma survives the shell: one argument, as the band list wrote it with '+'
+    argv = shlex.split(plan.runs[2].command)
+    assert argv[argv.index("--band") + 1] == "random=0-5,50-55"
+    k = plan.runs[1].config.model.queue_size
+    ranked = plan.runs[0].config.parsed_band.kept_count(k)
+    assert plan.runs[1].config.parsed_band.kept_count(k) == ranked
+
+
+def _write_linear(run_dir: Path, step: int, top1: float, epochs: int, lr: float, tag: str) -> None:
+    w = RunLogWriter(run_dir, run_dir.name, tag=tag)
+    w.write(
+        "evals",
+        {
+            "step": np.array([step], np.int32),
+            "epoch": np.zeros(1, np.int16),
+            "kind": np.array(["linear"], object),
+            "top1": np.array([top1], np.float32),
+            "top5": None,
+            "params": np.array([json.dumps({"epochs": epochs, "lr": lr})], object),
+        },
+    )
+    w.close()
+
+
+def test_probe_state_comes_from_the_runs_evals(tmp_path: Path) -> None:
+    probe = sw.LinearProbe(epochs=5, lr=0.25)
+    run_dir = tmp_path / "r"
+    _fake_run(run_dir, "interrupted", checkpoint=True)
+    assert sw.probe_status(run_dir, probe) is None  # not finished: nothing to probe yet
+    runs.update_manifest(run_dir, status="finished", steps_done=8)
+    assert sw.probe_status(run_dir, probe) == "pending"
+    assert sw.probe_status(run_dir, None) is None
+    _write_linear(run_dir, 7, 0.5, 100, 0.25, "posthoc-1")  # other settings
+    _write_linear(run_dir, 3, 0.5, 5, 0.25, "posthoc-2")  # an earlier checkpoint
+    assert sw.probe_status(run_dir, probe) == "pending"
+    _write_linear(run_dir, 7, 0.75, 5, 0.25, "posthoc-3")  # final step (steps_done - 1)
+    assert sw.probe_status(run_dir, probe) == "done"
+    assert sw.probe_top1(run_dir, probe) == 0.75
+
+
+def test_probe_in_plan_manifest_dry_run_and_slurm(tmp_path: Path) -> None:
+    out = tmp_path / "sw"
+    plan = sw.open_sweep(out, spec(bands="0-100,random=5-100", seeds="0"))
+    assert plan.probe is None and plan.eval_command(plan.runs[0]) is None
+    plan = plan.with_probe(sw.LinearProbe(epochs=3, lr=0.05))
+    a, b = plan.runs
+    assert plan.eval_command(b) == (
+        f"hardstat eval {out}/random=5-100-s0 --linear --no-knn --epochs 3 --lr 0.05 --device auto"
+    )
+    # dry run: each training line is followed by its probe
+    assert sw.dry_run_lines(plan) == [
+        a.command,
+        plan.eval_command(a),
+        b.command,
+        plan.eval_command(b),
+    ]
+    # finished runs: the probe alone while pending, a comment once done
+    for run in plan.runs:
+        _fake_run(out / run.name, "finished", checkpoint=True, config=run.config.to_dict())
+        runs.update_manifest(out / run.name, steps_done=4)
+    _write_linear(out / a.name, 3, 0.5, 3, 0.05, "posthoc-1")
+    assert sw.dry_run_lines(plan) == [
+        f"# finished, linear probe done: {out / a.name}",
+        f"# finished: {out / b.name}",
+        plan.eval_command(b),
+    ]
+    sw.save(plan)
+    data = json.loads((out / sw.SWEEP_FILE).read_text())
+    assert data["eval"] == {"linear": {"epochs": 3, "lr": 0.05}}
+    assert [r["probe"] for r in data["runs"]] == ["done", "pending"]
+    assert data["runs"][1]["eval_command"] == plan.eval_command(b)
+    assert "eval" not in data["spec"]  # the probe is not part of the sweep's identity
+    # recorded: a later invocation keeps it; another probe or none replaces it
+    again = sw.open_sweep(out, None)
+    assert again.probe == sw.LinearProbe(3, 0.05) and again == plan
+    assert sw.open_sweep(out, spec(bands="0-100,random=5-100", seeds="0")).probe == again.probe
+    script = sw.slurm_script(plan)
+    task = (
+        f"exec hardstat sweep --out {out} --eval linear --linear-epochs 3 --linear-lr 0.05 "
+        '--index "$SLURM_ARRAY_TASK_ID" --quiet'
+    )
+    assert task in script.splitlines()
+    assert "--eval" not in sw.slurm_script(plan.with_probe(None))
+    with pytest.raises(ConfigError, match="--linear-epochs must be >= 1"):
+        sw.LinearProbe(epochs=0)
+
+
+def test_summary_table_with_probe(tmp_path: Path) -> None:
+    plan = sw.plan(spec(bands="0-100,random=5-100", seeds="0"), tmp_path)
+    a, b = plan.runs
+    table = sw.format_summary(
+        [
+            sw.RunOutcome(a, "skipped", "finished", 8, 0.71875, probe="ran", linear_top1=0.75),
+            sw.RunOutcome(b, "started", "finished", 8, 0.5, probe="stopped"),
+        ],
+        probe=True,
+    )
+    assert table.splitlines() == [
+        "run              band          seed  this time  status    steps  kNN top-1  "
+        "probe    linear top-1",
+        "0-100-s0         0-100            0  skipped    finished      8     0.7188  "
+        "ran            0.7500",
+        "random=5-100-s0  random=5-100     0  started    finished      8     0.5000  stopped",
+    ]

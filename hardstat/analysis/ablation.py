@@ -3,17 +3,24 @@
 Cai et al. (2020) train MoCo v2 with the loss restricted to a band of each query's negatives
 ranked by similarity (``0-5``: the hardest 5%, ``random:5``: 5% at random...) and compare the
 downstream accuracy with the all-negatives baseline ``0-100``. :func:`band_ablation` reads those
-numbers from the runs' ``evals`` table:
+numbers from the runs' ``evals`` table and compares every band with a reference band.
 
-- per run: the final kNN top-1 (the kNN evaluation at the largest step), the best kNN top-1 (the
-  largest over the run's kNN evaluations) and the latest linear-probe top-1 (null without one);
-  several evaluations of the same kind at the same step are averaged first;
-- per band: mean and sample standard deviation (ddof = 1; null with fewer than two values) over
-  the band's runs (its seeds), and the difference of each mean from the ``0-100`` mean (null
-  without a ``0-100`` run).
+- Unit of replication: the seed. Runs with the same seed (same initial weights, data order and
+  augmentations) are paired; the estimand of a contrast is the mean over seeds of the paired
+  difference ``metric(band, seed) - metric(reference, seed)``.
+- Primary metric, chosen up front: ``linear`` (the run's final linear-probe top-1) or ``knn``
+  (its final kNN top-1, the kNN evaluation at the largest step). Default: linear when every run
+  has one, else kNN. Several evaluations of one kind at the same step are averaged first.
+- Per contrast: the per-seed differences, their mean, n, the 95% t-interval, the 90% t-interval
+  (for equivalence), the two-sided paired t-test p and the TOST p at ``margin``, both
+  Holm-adjusted over the table's contrasts, and a verdict (:func:`verdict`, rule :data:`RULE`).
+- Per band: the realized kept fraction (negatives kept / removed out of K) and the mean of each
+  metric over the band's runs (description only: no standard deviation is shown as an interval).
 
-Bands are ordered ``0-100`` first, then by kept fraction (largest first), fixed ranks before
-``random:`` at the same fraction, then by rank range (harder first). No torch.
+Runs of different datasets (or subsets) or queue sizes are never pooled: a one-line error.
+Bands are ordered the reference first, then by kept fraction (largest first), each random
+control right after the rank band whose count it matches (``random:5`` after ``0-5``,
+``random=5-100`` after ``5-100``). No torch.
 """
 
 from __future__ import annotations
@@ -24,44 +31,83 @@ from fractions import Fraction
 from typing import Any
 
 import duckdb
+import numpy as np
 import polars as pl
 
+from hardstat import display
+from hardstat.analysis import stats
 from hardstat.analysis.logs import query
 from hardstat.bands import parse_band
 from hardstat.errors import ConfigError, LogError
 
 REFERENCE_BAND = "0-100"
-"""The all-negatives band every other band is compared with."""
+"""The band every other band is compared with unless another is chosen."""
+MARGIN = 0.01
+"""Default equivalence margin: 1 percentage point of top-1 accuracy (as a fraction)."""
+ALPHA = 0.05
+"""Family-wise error rate of the verdicts of one table."""
+
+METRICS = {"linear": "linear_top1", "knn": "knn_top1"}
+"""Metric name -> per-run column."""
+METRIC_LABELS = {"linear": "final linear-probe top-1", "knn": "final kNN top-1"}
+
+VERDICTS = ("better", "worse", "equivalent", "inconclusive")
+
+RULE = (
+    "better / worse if the two-sided paired t-test p (H0: mean Δ = 0) < alpha, by the sign of "
+    "the mean Δ; else equivalent if the TOST p (H0: |mean Δ| >= margin) < alpha; else "
+    "inconclusive (always with fewer than 2 paired seeds)"
+)
+"""The declared verdict rule, applied to Holm-adjusted p-values (the CLI, the JSON and
+docs/analyses.md state it)."""
 
 RUN_COLUMNS = (
     "run",
     "band",
-    "kept_fraction",
     "seed",
+    "queue_size",
+    "band_kept",
+    "kept_fraction",
+    "dataset",
     "knn_top1",
-    "knn_top1_best",
     "knn_step",
     "linear_top1",
     "linear_step",
-    "queue_size",
     "status",
     "epochs_done",
 )
 BAND_COLUMNS = (
     "band",
+    "queue_size",
+    "kept",
+    "removed",
     "kept_fraction",
     "n_runs",
-    "n_seeds",
+    "n_knn",
     "knn_top1_mean",
-    "knn_top1_std",
-    "knn_top1_best_mean",
-    "knn_top1_best_std",
-    "diff_from_all",
     "n_linear",
     "linear_top1_mean",
-    "linear_top1_std",
-    "linear_diff_from_all",
 )
+CONTRAST_COLUMNS = (
+    "band",
+    "queue_size",
+    "kept",
+    "removed",
+    "kept_fraction",
+    "n_seeds",
+    "mean_diff",
+    "sd_diff",
+    "ci95_lo",
+    "ci95_hi",
+    "ci90_lo",
+    "ci90_hi",
+    "p",
+    "p_holm",
+    "tost_p",
+    "tost_p_holm",
+    "verdict",
+)
+PAIR_COLUMNS = ("band", "seed", "run", "reference_run", "value", "reference_value", "diff")
 
 _PER_RUN_SQL = """
 WITH per_step AS (
@@ -71,21 +117,18 @@ WITH per_step AS (
     GROUP BY run, kind, step
 ),
 knn AS (
-    SELECT run, arg_max(top1, step) AS knn_top1, max(top1) AS knn_top1_best,
-           max(step) AS knn_step
+    SELECT run, arg_max(top1, step) AS knn_top1, max(step) AS knn_step
     FROM per_step WHERE kind = $knn GROUP BY run
 ),
 lin AS (
     SELECT run, arg_max(top1, step) AS linear_top1, max(step) AS linear_step
     FROM per_step WHERE kind = $linear GROUP BY run
 )
-SELECT r.run, r.band, r.kept_fraction, r.seed,
-       CAST(knn.knn_top1 AS DOUBLE) AS knn_top1,
-       CAST(knn.knn_top1_best AS DOUBLE) AS knn_top1_best,
-       knn.knn_step,
-       CAST(lin.linear_top1 AS DOUBLE) AS linear_top1,
-       lin.linear_step,
-       r.queue_size, r.status, r.epochs_done
+SELECT r.run, r.band, r.seed, r.queue_size, r.band_kept, r.kept_fraction, r.dataset,
+       r.config,
+       CAST(knn.knn_top1 AS DOUBLE) AS knn_top1, knn.knn_step,
+       CAST(lin.linear_top1 AS DOUBLE) AS linear_top1, lin.linear_step,
+       r.status, r.epochs_done
 FROM runs AS r
 LEFT JOIN knn USING (run)
 LEFT JOIN lin USING (run)
@@ -95,16 +138,24 @@ ORDER BY r.run
 
 @dataclass(frozen=True)
 class BandAblation:
-    """Accuracy per run and per band (columns :data:`RUN_COLUMNS` and :data:`BAND_COLUMNS`).
+    """Paired contrasts of every band with ``reference`` over seeds, and what they rest on.
 
-    ``bands`` is in display order (``0-100`` first); ``runs`` follows it, then seed and run.
-    ``warnings`` are one-line notes on comparability (unfinished runs, unequal training length,
-    runs without a kNN evaluation, a repeated seed, no ``0-100`` run).
+    ``contrasts`` (:data:`CONTRAST_COLUMNS`, one row per band but the reference, display
+    order), ``pairs`` (:data:`PAIR_COLUMNS`, the per-seed differences behind them), ``bands``
+    (:data:`BAND_COLUMNS`, display order, the reference first) and ``runs``
+    (:data:`RUN_COLUMNS`). Accuracies and differences are fractions (0.01 = 1 pp). ``margin``
+    is the equivalence margin, ``alpha`` the family-wise error rate of the verdicts;
+    ``warnings`` are one-line notes on what was left out or is not comparable.
     """
 
     runs: pl.DataFrame
     bands: pl.DataFrame
+    contrasts: pl.DataFrame
+    pairs: pl.DataFrame
     reference: str = REFERENCE_BAND
+    metric: str = "knn"
+    margin: float = MARGIN
+    alpha: float = ALPHA
     warnings: tuple[str, ...] = field(default=())
 
     @property
@@ -115,50 +166,198 @@ class BandAblation:
     def has_linear(self) -> bool:
         return bool(self.runs["linear_top1"].is_not_null().any())
 
+    @property
+    def metric_label(self) -> str:
+        return METRIC_LABELS[self.metric]
+
+    @property
+    def no_contrast(self) -> str | None:
+        """Why there is no contrast table (one line), or None when there is one."""
+        if self.contrasts.height:
+            return None
+        bands = self.bands["band"].to_list()
+        if not self.has_reference:
+            return (
+                f"no contrast: no run has the reference band {self.reference} "
+                f"(bands here: {', '.join(bands)}); choose one with --reference"
+            )
+        return (
+            f"no contrast: every run has band {self.reference}; give runs of other bands "
+            "(e.g. a sweep) to compare"
+        )
+
+    def rule(self) -> str:
+        """The verdict rule with this table's margin, alpha and number of tested contrasts."""
+        tested = int(self.contrasts["p"].is_not_null().sum()) if self.contrasts.height else 0
+        return (
+            f"verdicts (p-values Holm-adjusted over the {tested} contrast"
+            f"{'s' if tested != 1 else ''} with 2+ paired seeds; alpha {self.alpha:g}; margin "
+            f"±{100 * self.margin:.2f} pp; unit: seed): {RULE}"
+        )
+
+    def contrast_rows(self) -> tuple[list[str], list[list[str]]]:
+        """Columns and rows of the contrast table (differences in percentage points): what
+        the CLI and the report show."""
+        cols = [
+            "band",
+            "kept / K",
+            "removed",
+            "seeds",
+            "Δ per seed (pp)",
+            "mean Δ [95% CI] (pp)",
+            "90% CI (pp)",
+            "t-test (Holm)",
+            "TOST (Holm)",
+            "verdict",
+        ]
+        per_seed = {
+            band: ", ".join(f"s{s} {100 * d:+.2f}" for s, d in zip(seeds, diffs, strict=True))
+            for band, seeds, diffs in self.pairs.group_by("band", maintain_order=True)
+            .agg("seed", "diff")
+            .iter_rows()
+        }
+        rows = []
+        for c in self.contrasts.iter_rows(named=True):
+            rows.append(
+                [
+                    c["band"],
+                    _kept(c["kept"], c["queue_size"]),
+                    _removed(c["removed"], c["queue_size"]),
+                    str(c["n_seeds"]),
+                    per_seed.get(c["band"], display.DASH),
+                    display.estimate(
+                        _pp(c["mean_diff"]), _pp(c["ci95_lo"]), _pp(c["ci95_hi"]), "+.2f"
+                    ),
+                    display.interval(_pp(c["ci90_lo"]), _pp(c["ci90_hi"]), "+.2f"),
+                    _p(c["p_holm"]),
+                    _p(c["tost_p_holm"]),
+                    c["verdict"],
+                ]
+            )
+        return cols, rows
+
     def band_rows(self) -> tuple[list[str], list[list[str]]]:
-        """Columns and rows of the per-band table, accuracy in %: what the CLI and the report
-        show."""
-        ref, linear = self.reference, self.has_linear
-        cols = ["band", "kept %", "seeds", "kNN top-1 %", "best kNN %", f"Δ kNN vs {ref} (pp)"]
+        """Columns and rows of the per-band table (accuracy in %, means over the band's runs;
+        no spread is shown: the contrasts carry the uncertainty)."""
+        cols = ["band", "kept / K", "kept %", "runs", "kNN runs", "mean kNN top-1 %"]
+        linear = self.has_linear
         if linear:
-            cols += ["linear top-1 %", f"Δ linear vs {ref} (pp)"]
+            cols += ["linear runs", "mean linear top-1 %"]
         rows = []
         for b in self.bands.iter_rows(named=True):
             row = [
                 str(b["band"]),
-                _percent(b["kept_fraction"]).rstrip("0").rstrip("."),
-                str(b["n_seeds"]),
-                _mean_std(b["knn_top1_mean"], b["knn_top1_std"]),
-                _mean_std(b["knn_top1_best_mean"], b["knn_top1_best_std"]),
-                _difference(b["diff_from_all"]),
+                _kept(b["kept"], b["queue_size"]),
+                display.percent(b["kept_fraction"], 3).rstrip("%"),
+                str(b["n_runs"]),
+                str(b["n_knn"]),
+                display.number(_pp(b["knn_top1_mean"]), ".2f"),
             ]
             if linear:
-                row += [
-                    _mean_std(b["linear_top1_mean"], b["linear_top1_std"]),
-                    _difference(b["linear_diff_from_all"]),
-                ]
+                row += [str(b["n_linear"]), display.number(_pp(b["linear_top1_mean"]), ".2f")]
             rows.append(row)
         return cols, rows
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready: ``{reference, runs: [...], bands: [...], warnings: [...]}``."""
-        return {
-            "reference": self.reference,
-            "runs": _records(self.runs),
-            "bands": _records(self.bands),
-            "warnings": list(self.warnings),
-        }
+        """JSON-ready: ``{reference, metric, margin, alpha, rule, unit, contrasts: [...], bands,
+        runs, warnings}``; each contrast holds its ``per_seed`` differences, ``ci95`` and
+        ``ci90`` as ``[lo, hi]`` (null without an interval) and its ``verdict``."""
+        per_seed: dict[str, list[dict[str, Any]]] = {}
+        for row in self.pairs.iter_rows(named=True):
+            per_seed.setdefault(row["band"], []).append(
+                {k: row[k] for k in PAIR_COLUMNS if k != "band"}
+            )
+        contrasts = []
+        for c in self.contrasts.iter_rows(named=True):
+            contrasts.append(
+                {
+                    "band": c["band"],
+                    "queue_size": c["queue_size"],
+                    "kept": c["kept"],
+                    "removed": c["removed"],
+                    "kept_fraction": c["kept_fraction"],
+                    "n_seeds": c["n_seeds"],
+                    "per_seed": per_seed.get(c["band"], []),
+                    "mean_diff": c["mean_diff"],
+                    "sd_diff": c["sd_diff"],
+                    "ci95": _pair(c["ci95_lo"], c["ci95_hi"]),
+                    "ci90": _pair(c["ci90_lo"], c["ci90_hi"]),
+                    "p": c["p"],
+                    "p_holm": c["p_holm"],
+                    "tost_p": c["tost_p"],
+                    "tost_p_holm": c["tost_p_holm"],
+                    "verdict": c["verdict"],
+                }
+            )
+        return display.json_value(
+            {
+                "reference": self.reference,
+                "metric": self.metric,
+                "metric_label": self.metric_label,
+                "margin": self.margin,
+                "alpha": self.alpha,
+                "unit": "seed",
+                "rule": self.rule(),
+                "no_contrast": self.no_contrast,
+                "contrasts": contrasts,
+                "bands": self.bands.to_dicts(),
+                "runs": self.runs.to_dicts(),
+                "warnings": list(self.warnings),
+            }
+        )
 
 
-def band_ablation(con: duckdb.DuckDBPyConnection) -> BandAblation:
-    """Final/best kNN and linear top-1 per run, and their mean ± std per band (see module doc)."""
+def band_ablation(
+    con: duckdb.DuckDBPyConnection,
+    *,
+    reference: str | None = None,
+    metric: str | None = None,
+    margin: float = MARGIN,
+    alpha: float = ALPHA,
+) -> BandAblation:
+    """Every band against ``reference`` (default ``0-100``), paired by seed (see module doc).
+
+    ``metric``: ``linear``, ``knn`` or None (linear when every run has a linear probe, else
+    kNN). ``margin``: the equivalence margin as a fraction (0.01 = 1 pp). Raises ConfigError
+    for a bad option, a ``reference`` given but absent, or ``metric="linear"`` without any
+    linear probe; LogError when there are no runs, runs mix datasets or queue sizes, or a band
+    has one seed twice.
+    """
+    if metric is not None and metric not in METRICS:
+        raise ConfigError(f"unknown metric {metric!r}; use {' or '.join(METRICS)}")
+    if not (0 < margin < 1):
+        raise ConfigError(f"margin {margin} must lie in (0, 1) (a fraction; 0.01 = 1 pp)")
+    if not (0 < alpha < 1):
+        raise ConfigError(f"alpha {alpha} must lie strictly between 0 and 1, e.g. 0.05")
     table = query(con, _PER_RUN_SQL, {"knn": "knn", "linear": "linear"})
     runs = pl.from_arrow(table)
     assert isinstance(runs, pl.DataFrame)
     if runs.height == 0:
         raise LogError("no runs to compare; give run directories or a sweep")
-    runs = runs.with_columns(pl.col("band").map_elements(_canonical, return_dtype=pl.String))
-    bands = _per_band(runs)
+    runs = runs.with_columns(
+        pl.col("band").map_elements(_canonical, return_dtype=pl.String),
+        pl.col("config").str.json_path_match("$.data.subset").alias("subset"),
+    )
+    _refuse_pooling(runs)
+
+    ref = REFERENCE_BAND if reference is None else str(_canonical(reference.strip()))
+    present = set(runs["band"].to_list())
+    if reference is not None and ref not in present:
+        raise ConfigError(
+            f"--reference {reference}: no run has band {ref}; bands here: "
+            f"{', '.join(sorted(present, key=str))}"
+        )
+    metric = _choose_metric(runs, metric)
+    notes: list[str] = []
+    if metric == "knn" and runs["linear_top1"].is_not_null().any():
+        lacking = runs.filter(pl.col("linear_top1").is_null())["run"].to_list()
+        notes.append(
+            "metric: final kNN top-1, since not every run has a linear probe (none for "
+            f"{', '.join(lacking)}); run `hardstat eval RUN --linear` (or a sweep with "
+            "--eval linear) on those, or choose --metric"
+        )
+
+    bands = _per_band(runs, ref)
     order = {band: i for i, band in enumerate(bands["band"].to_list())}
     runs = (
         runs.with_columns(pl.col("band").replace_strict(order, return_dtype=pl.Int64).alias("_o"))
@@ -166,54 +365,242 @@ def band_ablation(con: duckdb.DuckDBPyConnection) -> BandAblation:
         .drop("_o")
         .select(RUN_COLUMNS)
     )
-    return BandAblation(runs=runs, bands=bands, warnings=tuple(_warnings(runs)))
+    contrasts, pairs, contrast_notes = paired_contrasts(
+        runs, ref, METRICS[metric], margin=margin, alpha=alpha
+    )
+    kept = bands.select("band", "queue_size", "kept", "removed", "kept_fraction")
+    contrasts = contrasts.join(kept, on="band", how="left")
+    contrasts = contrasts.with_columns(
+        pl.col("band").replace_strict(order, return_dtype=pl.Int64).alias("_o")
+    )
+    contrasts = contrasts.sort("_o").select(CONTRAST_COLUMNS)
+    notes += _warnings(runs, ref, METRICS[metric]) + contrast_notes
+    return BandAblation(
+        runs=runs,
+        bands=bands,
+        contrasts=contrasts,
+        pairs=pairs,
+        reference=ref,
+        metric=metric,
+        margin=margin,
+        alpha=alpha,
+        warnings=tuple(notes),
+    )
 
 
-def _per_band(runs: pl.DataFrame) -> pl.DataFrame:
+def paired_contrasts(
+    runs: pl.DataFrame,
+    reference: str,
+    column: str,
+    *,
+    margin: float = MARGIN,
+    alpha: float = ALPHA,
+) -> tuple[pl.DataFrame, pl.DataFrame, list[str]]:
+    """Paired contrasts of every band with ``reference`` on ``runs[column]`` (pure, no SQL).
+
+    ``runs`` needs run, band, seed and ``column``, with one run per (band, seed). A band's
+    seed pairs with the reference run of the same seed; runs without a value and seeds
+    without a partner are left out (and named in the returned notes). Returns the contrasts
+    (band, n_seeds, mean_diff, sd_diff, ci95_lo/hi, ci90_lo/hi, p, p_holm, tost_p,
+    tost_p_holm, verdict; in the order bands first appear in ``runs``), the pairs
+    (:data:`PAIR_COLUMNS`) and the notes.
+    """
+    valued = runs.filter(pl.col(column).is_not_null() & pl.col("seed").is_not_null())
+    ref = valued.filter(pl.col("band") == reference).select(
+        "seed", pl.col("run").alias("reference_run"), pl.col(column).alias("reference_value")
+    )
+    others = [b for b in dict.fromkeys(runs["band"].to_list()) if b != reference]
+    notes: list[str] = []
+    if not others or not (runs["band"] == reference).any():
+        empty = pl.DataFrame(schema={c: _CONTRAST_SCHEMA[c] for c in _CONTRAST_SCHEMA})
+        return empty, pl.DataFrame(schema=_PAIR_SCHEMA), notes
+    mine = valued.filter(pl.col("band") != reference).select(
+        "band", "seed", "run", pl.col(column).alias("value")
+    )
+    pairs = (
+        mine.join(ref, on="seed", how="inner")
+        .with_columns((pl.col("value") - pl.col("reference_value")).alias("diff"))
+        .select(PAIR_COLUMNS)
+        .sort("seed")
+    )
+    unpaired = dict(mine.join(ref, on="seed", how="anti").group_by("band").agg("seed").iter_rows())
+    diffs = {band: d for band, d in pairs.group_by("band").agg("diff").iter_rows()}
+    rows: list[dict[str, Any]] = []
+    for band in others:
+        if unpaired.get(band):
+            seeds = sorted(unpaired[band])
+            notes.append(
+                f"band {band}: seed{'s' if len(seeds) > 1 else ''} "
+                f"{', '.join(map(str, seeds))} without a {reference} run of the same seed "
+                "(with this metric): left out of its contrast"
+            )
+        d = np.asarray(diffs.get(band, []), dtype=np.float64)  # (n,): one difference per seed
+        n = d.size
+        mean, se, _ = stats.mean_and_se(d)
+        lo95, hi95 = stats.t_interval(d, 0.95)
+        lo90, hi90 = stats.t_interval(d, 1 - 2 * alpha)
+        test = stats.tost(d, margin, alpha)
+        rows.append(
+            {
+                "band": band,
+                "n_seeds": n,
+                "mean_diff": float(mean),
+                "sd_diff": float(se * math.sqrt(n)) if n >= 2 else math.nan,
+                "ci95_lo": float(lo95),
+                "ci95_hi": float(hi95),
+                "ci90_lo": float(lo90),
+                "ci90_hi": float(hi90),
+                "p": float(stats.t_test_p(d)),
+                "tost_p": float(test.p),
+            }
+        )
+        if n < 2:
+            notes.append(
+                f"band {band}: {n} paired seed{'' if n == 1 else 's'}, so no interval and no "
+                "test: inconclusive (pair at least 2 seeds; 5 or more for useful intervals)"
+            )
+    p_holm = stats.holm([r["p"] for r in rows])
+    tost_holm = stats.holm([r["tost_p"] for r in rows])
+    for r, ph, th in zip(rows, p_holm, tost_holm, strict=True):
+        r["p_holm"], r["tost_p_holm"] = float(ph), float(th)
+        r["verdict"] = verdict(r["mean_diff"], r["p_holm"], r["tost_p_holm"], alpha)
+    contrasts = pl.DataFrame(rows, schema=_CONTRAST_SCHEMA).with_columns(
+        pl.col(pl.Float64).fill_nan(None)
+    )
+    order = {band: i for i, band in enumerate(others)}
+    pairs = pairs.sort(pl.col("band").replace_strict(order, return_dtype=pl.Int64), "seed")
+    return contrasts, pairs, notes
+
+
+def verdict(mean_diff: float, p_holm: float, tost_p_holm: float, alpha: float = ALPHA) -> str:
+    """The declared rule (:data:`RULE`): ``better`` / ``worse`` when the Holm-adjusted t-test
+    rejects a zero difference (by the sign of the mean), else ``equivalent`` when the
+    Holm-adjusted TOST rejects a difference of at least the margin, else ``inconclusive``
+    (also without a test: fewer than 2 paired seeds)."""
+    if _finite(p_holm) and p_holm < alpha and _finite(mean_diff) and mean_diff != 0:
+        return "better" if mean_diff > 0 else "worse"
+    if _finite(tost_p_holm) and tost_p_holm < alpha:
+        return "equivalent"
+    return "inconclusive"
+
+
+_CONTRAST_SCHEMA = {
+    "band": pl.String,
+    "n_seeds": pl.Int64,
+    "mean_diff": pl.Float64,
+    "sd_diff": pl.Float64,
+    "ci95_lo": pl.Float64,
+    "ci95_hi": pl.Float64,
+    "ci90_lo": pl.Float64,
+    "ci90_hi": pl.Float64,
+    "p": pl.Float64,
+    "tost_p": pl.Float64,
+    "p_holm": pl.Float64,
+    "tost_p_holm": pl.Float64,
+    "verdict": pl.String,
+}
+_PAIR_SCHEMA = {
+    "band": pl.String,
+    "seed": pl.Int32,
+    "run": pl.String,
+    "reference_run": pl.String,
+    "value": pl.Float64,
+    "reference_value": pl.Float64,
+    "diff": pl.Float64,
+}
+
+
+def _finite(x: float | None) -> bool:
+    return x is not None and math.isfinite(x)
+
+
+def _choose_metric(runs: pl.DataFrame, metric: str | None) -> str:
+    if metric == "linear" and not runs["linear_top1"].is_not_null().any():
+        raise ConfigError(
+            "--metric linear: no run has a linear probe; run `hardstat eval RUN --linear` on "
+            "each run (or a sweep with --eval linear), or use --metric knn"
+        )
+    if metric is not None:
+        return metric
+    return "linear" if runs["linear_top1"].is_not_null().all() else "knn"
+
+
+def _refuse_pooling(runs: pl.DataFrame) -> None:
+    """Runs of different datasets, subsets or queue sizes are different experiments."""
+    for what, cols in (("datasets", ["dataset", "subset"]), ("queue sizes", ["queue_size"])):
+        groups = runs.group_by(cols, maintain_order=True).agg("run")
+        if groups.height > 1:
+            parts = []
+            for row in groups.iter_rows(named=True):
+                key = " subset ".join(str(row[c]) for c in cols if row[c] is not None)
+                names = ", ".join(row["run"][:3]) + (", ..." if len(row["run"]) > 3 else "")
+                parts.append(f"{key or 'unknown'} ({names})")
+            raise LogError(
+                f"the runs mix {what}: {'; '.join(parts)}; a band ablation pools neither, "
+                "so analyse each set of runs separately"
+            )
+    repeated = (
+        runs.filter(pl.col("seed").is_not_null())
+        .group_by("band", "seed")
+        .agg(pl.col("run").sort())
+        .filter(pl.col("run").list.len() > 1)
+        .sort("band", "seed")
+    )
+    if repeated.height:
+        band, seed, names = repeated.row(0)
+        raise LogError(
+            f"band {band} has seed {seed} in more than one run ({', '.join(names)}); pairing "
+            "by seed needs one run per band and seed, so give the runs of one sweep"
+        )
+
+
+def _per_band(runs: pl.DataFrame, reference: str) -> pl.DataFrame:
     grouped = runs.group_by("band").agg(
-        pl.col("kept_fraction").mean(),
+        pl.col("queue_size").first(),
+        pl.col("band_kept").first().alias("kept"),
+        pl.col("kept_fraction").first(),
         pl.len().alias("n_runs"),
-        pl.col("knn_top1").count().alias("n_seeds"),
+        pl.col("knn_top1").count().alias("n_knn"),
         pl.col("knn_top1").mean().alias("knn_top1_mean"),
-        pl.col("knn_top1").std(ddof=1).alias("knn_top1_std"),
-        pl.col("knn_top1_best").mean().alias("knn_top1_best_mean"),
-        pl.col("knn_top1_best").std(ddof=1).alias("knn_top1_best_std"),
         pl.col("linear_top1").count().alias("n_linear"),
         pl.col("linear_top1").mean().alias("linear_top1_mean"),
-        pl.col("linear_top1").std(ddof=1).alias("linear_top1_std"),
+    )
+    grouped = grouped.with_columns(
+        (pl.col("queue_size") - pl.col("kept")).alias("removed"),
+        pl.col("kept").cast(pl.Int64),
+        pl.col("queue_size").cast(pl.Int64),
     )
     keys = {
-        band: band_order_key(band, frac)
+        band: band_order_key(band, frac, reference)
         for band, frac in grouped.select("band", "kept_fraction").iter_rows()
     }
-    grouped = grouped.with_columns(
-        pl.col("band")
-        .replace_strict(
-            {b: i for i, b in enumerate(sorted(keys, key=keys.__getitem__))},
-            return_dtype=pl.Int64,
+    ranked = sorted(keys, key=keys.__getitem__)
+    return (
+        grouped.with_columns(
+            pl.col("band")
+            .replace_strict({b: i for i, b in enumerate(ranked)}, return_dtype=pl.Int64)
+            .alias("_o")
         )
-        .alias("_o")
-    ).sort("_o")
-    ref = grouped.filter(pl.col("band") == REFERENCE_BAND)
-    ref_knn = ref["knn_top1_mean"][0] if ref.height else None
-    ref_lin = ref["linear_top1_mean"][0] if ref.height else None
-    return grouped.with_columns(
-        (pl.col("knn_top1_mean") - pl.lit(ref_knn, dtype=pl.Float64)).alias("diff_from_all"),
-        (pl.col("linear_top1_mean") - pl.lit(ref_lin, dtype=pl.Float64)).alias(
-            "linear_diff_from_all"
-        ),
-    ).select(BAND_COLUMNS)
+        .sort("_o")
+        .with_columns(pl.col("removed").cast(pl.Int64))
+        .select(BAND_COLUMNS)
+    )
 
 
-def band_order_key(band: str, kept_fraction: float | None) -> tuple[Any, ...]:
-    """Sort key: ``0-100`` first, then kept fraction descending, fixed before random, ranges."""
+def band_order_key(
+    band: str, kept_fraction: float | None, reference: str = REFERENCE_BAND
+) -> tuple[Any, ...]:
+    """Sort key: the reference first, then kept fraction descending; at one fraction each rank
+    band (harder first) followed by its count-matched random controls (``random:p`` after
+    ``0-p``, ``random=BAND`` after BAND)."""
     frac = -kept_fraction if kept_fraction is not None and math.isfinite(kept_fraction) else 0.0
     try:
         b = parse_band(band)
     except ConfigError:
-        return (2, frac, 1, (), band)
-    ranges: tuple[tuple[Fraction, Fraction], ...] = b.ranges
-    return (0 if band == REFERENCE_BAND else 1, frac, int(b.is_random), ranges, band)
+        return (2, frac, (), 3, band)
+    ranges: tuple[tuple[Fraction, Fraction], ...] = b.matched_band.ranges
+    kind = 2 if b.count_matched else 1 if b.is_random else 0
+    return (0 if band == reference else 1, frac, ranges, kind, band)
 
 
 def _canonical(band: str | None) -> str | None:
@@ -225,7 +612,7 @@ def _canonical(band: str | None) -> str | None:
         return band
 
 
-def _warnings(runs: pl.DataFrame) -> list[str]:
+def _warnings(runs: pl.DataFrame, reference: str, column: str) -> list[str]:
     notes: list[str] = []
     unfinished = runs.filter(pl.col("status") != "finished")["run"].to_list()
     if unfinished:
@@ -236,42 +623,36 @@ def _warnings(runs: pl.DataFrame) -> list[str]:
             f"runs trained for different numbers of epochs ({', '.join(map(str, epochs))}); "
             "compare runs of equal length"
         )
-    no_knn = runs.filter(pl.col("knn_top1").is_null())["run"].to_list()
-    if no_knn:
-        notes.append(f"no kNN evaluation (left out of the kNN means): {', '.join(no_knn)}")
-    repeated = runs.group_by("band", "seed").agg(pl.col("run")).filter(pl.col("run").list.len() > 1)
-    for band, seed, names in repeated.sort("band", "seed").iter_rows():
-        notes.append(f"band {band} has seed {seed} more than once: {', '.join(sorted(names))}")
-    queue_sizes = runs.group_by("band").agg(pl.col("queue_size").n_unique().alias("k"))
-    for band in sorted(queue_sizes.filter(pl.col("k") > 1)["band"].to_list()):
-        notes.append(f"band {band} mixes queue sizes; its kept_fraction is a mean")
-    if REFERENCE_BAND not in runs["band"].to_list():
-        notes.append(f"no {REFERENCE_BAND} run: diff_from_all is null")
+    lacking = runs.filter(pl.col(column).is_null())["run"].to_list()
+    if lacking:
+        what = "linear probe" if column == "linear_top1" else "kNN evaluation"
+        notes.append(f"no {what} (left out of the contrasts): {', '.join(lacking)}")
+    no_seed = runs.filter(pl.col("seed").is_null())["run"].to_list()
+    if no_seed:
+        notes.append(f"no seed recorded (cannot be paired): {', '.join(no_seed)}")
+    if reference not in runs["band"].to_list():
+        notes.append(f"no {reference} run: no contrasts")
     return notes
 
 
-def _records(df: pl.DataFrame) -> list[dict[str, Any]]:
-    rows = df.to_dicts()
-    for row in rows:
-        for k, v in row.items():
-            if isinstance(v, float) and not math.isfinite(v):
-                row[k] = None
-    return rows
+def _pp(x: float | None) -> float | None:
+    """A fraction in percent (or percentage points for a difference); missing stays missing."""
+    return None if display.missing(x) else 100 * x  # type: ignore[operator]
 
 
-def _percent(value: float | None) -> str:
-    """A fraction in percent, two decimals; None or NaN is a dash."""
-    return "—" if value is None or value != value else f"{100 * value:.2f}"
+def _p(p: float | None) -> str:
+    return display.DASH if display.missing(p) else display.p_text(p)
 
 
-def _mean_std(mean: float | None, std: float | None) -> str:
-    if mean is None or mean != mean:
-        return "—"
-    if std is None or std != std:
-        return _percent(mean)
-    return f"{_percent(mean)} ± {_percent(std)}"
+def _kept(kept: int | None, k: int | None) -> str:
+    return display.DASH if kept is None or k is None else f"{kept} / {k}"
 
 
-def _difference(value: float | None) -> str:
-    """A difference of fractions in percentage points, signed."""
-    return "—" if value is None or value != value else f"{100 * value:+.2f}"
+def _removed(removed: int | None, k: int | None) -> str:
+    if removed is None or not k:
+        return display.DASH
+    return f"{removed} ({display.percent(removed / k, 3)})"
+
+
+def _pair(lo: float | None, hi: float | None) -> list[float] | None:
+    return None if display.missing(lo) or display.missing(hi) else [lo, hi]  # type: ignore[list-item]

@@ -578,3 +578,110 @@ def jackknife_interval(
     se = math.sqrt((n - 1) / n * float(np.sum((loo - loo.mean()) ** 2)))
     q = float(student_t.ppf(0.5 + level / 2, n - 1))
     return se, estimate - q * se, estimate + q * se
+# -- paired contrasts over seeds -----------------------------------------------------------------
+# The unit of replication is the seed: x holds one paired difference per seed (band minus
+# reference, the same seed's runs). Every function works along the last axis, so an (S, n) array
+# of S simulated experiments of n seeds gives S answers at once.
+
+
+def mean_and_se(x: Any) -> tuple[np.ndarray, np.ndarray, int]:
+    """Mean, standard error ``sd / sqrt(n)`` (sd with ddof = 1) and n along the last axis.
+
+    x: (..., n). The standard error is NaN for n < 2.
+    """
+    x = np.asarray(x, dtype=np.float64)
+    n = x.shape[-1]
+    mean = x.mean(axis=-1) if n else np.full(x.shape[:-1], np.nan)
+    if n < 2:
+        return mean, np.full(x.shape[:-1], np.nan), n
+    return mean, x.std(axis=-1, ddof=1) / math.sqrt(n), n
+
+
+def t_quantile(q: float, df: int) -> float:
+    """The q-quantile of Student's t with ``df`` degrees of freedom."""
+    from scipy import special
+
+    return float(special.stdtrit(df, q))
+
+
+def t_interval(x: Any, level: float = 0.95) -> tuple[np.ndarray, np.ndarray]:
+    """Two-sided ``level`` t-interval for the mean: ``mean -/+ t_{(1+level)/2, n-1} * se``.
+
+    x: (..., n). Returns (lo, hi), each (...); NaN for n < 2 (no interval exists).
+    """
+    if not 0 < level < 1:
+        raise ValueError(f"level must lie in (0, 1), got {level}")
+    mean, se, n = mean_and_se(x)
+    if n < 2:
+        return mean * np.nan, mean * np.nan
+    half = t_quantile((1 + level) / 2, n - 1) * se
+    return mean - half, mean + half
+
+
+def _t_sf(mean: np.ndarray, se: np.ndarray, mu: float, df: int) -> np.ndarray:
+    """P(T_df >= (mean - mu) / se); with se = 0 the t is +-infinite (0 when mean == mu)."""
+    from scipy import special
+
+    with np.errstate(divide="ignore", invalid="ignore"):
+        infinite = np.where(mean == mu, 0.0, np.sign(mean - mu) * np.inf)
+        t = np.where(se > 0, (mean - mu) / np.where(se > 0, se, 1.0), infinite)
+    return np.asarray(special.stdtr(df, -t))
+
+
+def t_test_p(x: Any, mu: float = 0.0) -> np.ndarray:
+    """Two-sided one-sample t-test p of ``mean == mu`` along the last axis (NaN for n < 2).
+
+    With zero spread the p is 0 when the mean differs from ``mu`` and 1 when it equals it.
+    """
+    mean, se, n = mean_and_se(x)
+    if n < 2:
+        return mean * np.nan
+    upper = _t_sf(mean, se, mu, n - 1)
+    return np.minimum(1.0, 2 * np.minimum(upper, 1 - upper))
+
+
+@dataclass(frozen=True)
+class Tost:
+    """Two one-sided t tests of equivalence within ``(-margin, margin)`` (Schuirmann 1987).
+
+    ``p_lower`` tests H0: mean <= -margin, ``p_upper`` H0: mean >= margin; ``p`` is the larger
+    (the TOST p-value); ``equivalent`` is ``p < alpha``, which is the same as the
+    ``1 - 2 alpha`` t-interval lying inside ``(-margin, margin)``.
+    """
+
+    p: np.ndarray
+    p_lower: np.ndarray
+    p_upper: np.ndarray
+    equivalent: np.ndarray
+
+
+def tost(x: Any, margin: float, alpha: float = 0.05) -> Tost:
+    """TOST along the last axis of x (..., n); NaN p-values and no equivalence for n < 2."""
+    if not margin > 0:
+        raise ValueError(f"the equivalence margin must be > 0, got {margin}")
+    mean, se, n = mean_and_se(x)
+    if n < 2:
+        nan = mean * np.nan
+        return Tost(nan, nan, nan, np.zeros(np.shape(mean), dtype=bool))
+    p_lower = _t_sf(mean, se, -margin, n - 1)  # large mean: reject mean <= -margin
+    p_upper = 1 - _t_sf(mean, se, margin, n - 1)  # small mean: reject mean >= margin
+    p = np.maximum(p_lower, p_upper)
+    return Tost(p, p_lower, p_upper, p < alpha)
+
+
+def holm(p: Any) -> np.ndarray:
+    """Holm (1979) step-down adjusted p-values; reject where ``adjusted < alpha`` (family-wise
+    error at most alpha under any dependence). NaN entries are not in the family and stay NaN.
+
+    With the m finite p sorted ascending, ``adj_(i) = max_{j <= i} min(1, (m - j + 1) p_(j))``.
+    """
+    p = np.asarray(p, dtype=np.float64)
+    out = np.full(p.shape, np.nan)
+    finite = np.flatnonzero(np.isfinite(p))
+    m = finite.size
+    if m == 0:
+        return out
+    order = finite[np.argsort(p[finite], kind="stable")]
+    scaled = np.minimum(1.0, (m - np.arange(m)) * p[order])
+    out[order] = np.maximum.accumulate(scaled)
+    return out

@@ -1,9 +1,9 @@
-"""Chart of a band ablation: downstream top-1 accuracy per band of negatives.
+"""Chart of a band ablation: paired differences from the reference band, per band, over seeds.
 
-One point per run (seed), the band's mean with a ± one sample standard deviation bar, and a
-dashed rule at the all-negatives (``0-100``) mean. kNN top-1 and, when any run has one, linear
-top-1 are two colours side by side within each band. Bands keep the order of the ablation's
-``bands`` table (``0-100`` first).
+For each band (x, in the ablation's order): one point per seed, the difference between that
+seed's run and the reference band's run of the same seed; the mean difference (diamond) with
+its 95% t-interval (bar), coloured by the verdict; a rule at 0 (no difference) and the
+equivalence margin shaded around it. The y axis is in percentage points.
 """
 
 from __future__ import annotations
@@ -15,129 +15,125 @@ import polars as pl
 if TYPE_CHECKING:
     import altair as alt
 
-KNN = "kNN top-1 (final)"
-LINEAR = "linear top-1"
-METRICS = {"knn_top1": KNN, "linear_top1": LINEAR}
-"""Per-run accuracy columns and their legend names."""
+VERDICT_COLOURS = {
+    "better": "#2ca02c",
+    "worse": "#d62728",
+    "equivalent": "#1f77b4",
+    "inconclusive": "#7f7f7f",
+}
+"""Verdict -> colour of its mean and interval."""
 
 
 def bands_chart(
-    runs: pl.DataFrame, bands: pl.DataFrame, *, reference: str = "0-100"
+    contrasts: pl.DataFrame,
+    pairs: pl.DataFrame,
+    *,
+    reference: str = "0-100",
+    metric: str = "top-1",
+    margin: float = 0.01,
 ) -> alt.LayerChart:
-    """Accuracy versus band from a :class:`~hardstat.analysis.ablation.BandAblation`'s tables.
+    """Paired differences per band from a :class:`~hardstat.analysis.ablation.BandAblation`.
 
-    ``runs`` needs run, band, seed, knn_top1, linear_top1; ``bands`` needs band, kept_fraction,
-    knn_top1_mean/std and linear_top1_mean/std, in display order.
+    ``contrasts`` needs band, n_seeds, mean_diff, ci95_lo, ci95_hi, kept_fraction, verdict (in
+    display order); ``pairs`` needs band, seed, run, reference_run, diff. Differences are
+    fractions (0.01 = 1 pp); ``margin`` likewise. ``metric`` names the accuracy in the titles.
     """
     import altair as alt
 
-    order = bands["band"].to_list()
-    kept = dict(zip(order, bands["kept_fraction"].to_list(), strict=True))
-    present = [c for c in METRICS if runs[c].is_not_null().any()] or ["knn_top1"]
-    names = [METRICS[c] for c in present]
-
-    points = pl.concat(
-        [
-            runs.select(
-                "run",
-                "band",
-                "seed",
-                pl.col(c).alias("top1"),
-                pl.lit(METRICS[c]).alias("metric"),
-            )
-            for c in present
-        ]
-    ).filter(pl.col("top1").is_not_null())
-    means = pl.concat(
-        [
-            bands.select(
-                "band",
-                pl.col(f"{c}_mean").alias("mean"),
-                pl.col(f"{c}_std").alias("std"),
-                pl.lit(METRICS[c]).alias("metric"),
-            )
-            for c in present
-        ]
-    ).filter(pl.col("mean").is_not_null())
-    means = means.with_columns(
-        (pl.col("mean") - pl.col("std")).alias("low"),
-        (pl.col("mean") + pl.col("std")).alias("high"),
-        pl.col("band").replace_strict(kept, default=None).alias("kept_fraction"),
+    order = contrasts["band"].to_list()
+    means = contrasts.select(
+        "band",
+        "n_seeds",
+        "verdict",
+        "kept_fraction",
+        *(pl.col(c) * 100 for c in ("mean_diff", "ci95_lo", "ci95_hi")),
+    ).filter(pl.col("mean_diff").is_not_null())
+    points = pairs.select(
+        "band",
+        "seed",
+        "run",
+        "reference_run",
+        pl.col("diff") * 100,
+        pl.format("s{}", "seed").alias("slot"),
     )
-    ref = means.filter(pl.col("band") == reference).select(
-        "metric", pl.col("mean").alias("reference")
-    )
+    means = means.with_columns(pl.lit("mean").alias("slot"))
+    # within a band: one slot per seed, a gap, then the mean and its interval
+    slots = [f"s{s}" for s in sorted(set(points["seed"].to_list()))] + ["", "mean"]
+    offset = alt.XOffset("slot:N", scale=alt.Scale(domain=slots, paddingOuter=0.5))
+    pp = 100 * margin
 
+    y_title = f"Δ {metric} vs {reference} (pp)"
     x = alt.X(
         "band:N",
         sort=order,
         title="band of negatives in the loss (% of the queue by rank; 0 = hardest)",
         axis=alt.Axis(labelAngle=0),
     )
-    y_title = "top-1 accuracy on the held-out split"
-    color = alt.Color(
-        "metric:N",
-        scale=alt.Scale(domain=names, range=["#1f77b4", "#ff7f0e"][: len(names)]),
-        legend=alt.Legend(title=None, orient="bottom"),
+    x = x.scale(domain=order, paddingInner=0.3)
+    y_scale = alt.Scale(zero=True, nice=True, padding=8)
+    colour = alt.Color(
+        "verdict:N",
+        scale=alt.Scale(domain=list(VERDICT_COLOURS), range=list(VERDICT_COLOURS.values())),
+        legend=alt.Legend(title="verdict", orient="bottom"),
     )
-    offset = alt.XOffset("metric:N", scale=alt.Scale(domain=names, paddingInner=0.3))
 
+    margin_band = (
+        alt.Chart(_values(pl.DataFrame({"low": [-pp], "high": [pp]})))
+        .mark_rect(color="#1f77b4", opacity=0.12)
+        .encode(y=alt.Y("low:Q", title=y_title, scale=y_scale), y2="high:Q")
+    )
+    zero = (
+        alt.Chart(_values(pl.DataFrame({"zero": [0.0]})))
+        .mark_rule(color="black", strokeDash=[5, 4], opacity=0.8)
+        .encode(y=alt.Y("zero:Q", title=y_title, scale=y_scale))
+    )
     dots = (
         alt.Chart(_values(points))
-        .mark_circle(size=45, opacity=0.55)
+        .mark_circle(size=45, opacity=0.6, color="black")
         .encode(
             x=x,
             xOffset=offset,
-            y=alt.Y(
-                "top1:Q",
-                title=y_title,
-                scale=alt.Scale(zero=False, nice=True, padding=8),
-                axis=alt.Axis(format="%"),
-            ),
-            color=color,
+            y=alt.Y("diff:Q", title=y_title, scale=y_scale),
             tooltip=[
-                alt.Tooltip("run:N"),
+                alt.Tooltip("band:N"),
                 alt.Tooltip("seed:Q"),
-                alt.Tooltip("metric:N"),
-                alt.Tooltip("top1:Q", format=".2%"),
+                alt.Tooltip("run:N"),
+                alt.Tooltip("reference_run:N", title=f"{reference} run"),
+                alt.Tooltip("diff:Q", format="+.2f", title="Δ (pp)"),
             ],
         )
     )
-    mean_base = alt.Chart(_values(means)).encode(x=x, xOffset=offset, color=color)
+    base = alt.Chart(_values(means)).encode(x=x, xOffset=offset, color=colour)
     bars = (
-        mean_base.transform_filter("isValid(datum.std)")
-        .mark_rule(strokeWidth=2)
-        .encode(y=alt.Y("low:Q", title=y_title), y2="high:Q")
+        base.transform_filter("isValid(datum.ci95_lo)")
+        .mark_rule(strokeWidth=2.5)
+        .encode(y=alt.Y("ci95_lo:Q", title=y_title, scale=y_scale), y2="ci95_hi:Q")
     )
-    centres = mean_base.mark_point(shape="diamond", size=110, filled=True).encode(
-        y=alt.Y("mean:Q", title=y_title),
+    centres = base.mark_point(shape="diamond", size=140, filled=True, opacity=1).encode(
+        y=alt.Y("mean_diff:Q", title=y_title, scale=y_scale),
         tooltip=[
             alt.Tooltip("band:N"),
-            alt.Tooltip("metric:N"),
-            alt.Tooltip("mean:Q", format=".2%", title="mean"),
-            alt.Tooltip("std:Q", format=".2%", title="std (ddof=1)"),
-            alt.Tooltip("kept_fraction:Q", format=".2%", title="kept fraction"),
+            alt.Tooltip("n_seeds:Q", title="paired seeds"),
+            alt.Tooltip("mean_diff:Q", format="+.2f", title="mean Δ (pp)"),
+            alt.Tooltip("ci95_lo:Q", format="+.2f", title="95% CI low"),
+            alt.Tooltip("ci95_hi:Q", format="+.2f", title="95% CI high"),
+            alt.Tooltip("verdict:N"),
+            alt.Tooltip("kept_fraction:Q", format=".3%", title="kept fraction"),
         ],
     )
-    layers: list[Any] = [bars, dots, centres]
-    if ref.height:
-        layers.insert(
-            0,
-            alt.Chart(_values(ref))
-            .mark_rule(strokeDash=[5, 4], opacity=0.8)
-            .encode(y=alt.Y("reference:Q", title=y_title), color=color),
-        )
-    subtitle = (
-        f"points: runs (seeds); diamond and bar: mean ± sample std; dashed: {reference} mean"
-        if ref.height
-        else f"points: runs (seeds); diamond and bar: mean ± sample std; no {reference} run"
-    )
+    subtitle = [
+        f"points: seeds (each minus the {reference} run of the same seed); right of them, "
+        "diamond and bar: mean and 95% t-interval, coloured by verdict",
+        f"shaded: equivalence margin ±{pp:g} pp; verdicts Holm-adjusted over the bands shown",
+    ]
     return (
-        alt.layer(*layers)
+        alt.layer(margin_band, zero, bars, dots, centres)
         .properties(
-            width=max(240, 110 * len(order)),
+            width=max(260, 120 * len(order)),
             height=300,
-            title=alt.Title("Downstream accuracy by band of negatives", subtitle=subtitle),
+            title=alt.Title(
+                f"Paired difference from {reference} by band of negatives", subtitle=subtitle
+            ),
         )
         .configure_axis(labelFontSize=12, titleFontSize=12)
     )

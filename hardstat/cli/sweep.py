@@ -15,11 +15,17 @@ from hardstat.cli.train import Preset, parse_override
 _SPEC = "Sweep"
 _BASE = "Base configuration (every run)"
 _RUN = "Execution"
+_EVAL = "Evaluation after training"
 
 
 class Launcher(StrEnum):
     local = "local"
     slurm = "slurm"
+
+
+class Eval(StrEnum):
+    linear = "linear"
+    none = "none"
 
 
 @reports_errors
@@ -35,7 +41,8 @@ def sweep(
         str | None,
         typer.Option(
             help="Bands to compare, comma-separated; join the ranges of a union band with '+', "
-            "e.g. 0-100,0-5,5-100,0.1-100,0-5+50-55,random:5.",
+            "e.g. 0-100,0-5,5-100,0.1-100,0-5+50-55,random:5,random=5-100 (random=BAND: as "
+            "many negatives as BAND keeps, at random).",
             rich_help_panel=_SPEC,
         ),
     ] = None,
@@ -81,6 +88,35 @@ def sweep(
             rich_help_panel=_BASE,
         ),
     ] = None,
+    eval_: Annotated[
+        Eval | None,
+        typer.Option(
+            "--eval",
+            help="linear: after each run trains, run its linear probe (as `hardstat eval RUN "
+            "--linear`), so the sweep yields the primary metric; finished probes are skipped "
+            "when the sweep is repeated. none: no probe. Default: what the sweep recorded "
+            "(none for a new sweep). The kNN monitor (eval.knn_every) runs during training "
+            "either way.",
+            show_default=False,
+            rich_help_panel=_EVAL,
+        ),
+    ] = None,
+    linear_epochs: Annotated[
+        int | None,
+        typer.Option(
+            help="Linear-probe epochs over the features (with --eval linear; default 100).",
+            show_default=False,
+            rich_help_panel=_EVAL,
+        ),
+    ] = None,
+    linear_lr: Annotated[
+        float | None,
+        typer.Option(
+            help="Linear-probe learning rate (with --eval linear; default 0.1).",
+            show_default=False,
+            rich_help_panel=_EVAL,
+        ),
+    ] = None,
     dry_run: Annotated[
         bool,
         typer.Option(
@@ -116,12 +152,19 @@ def sweep(
     goes to DIR/sweep.json; run NAME = BAND-sSEED goes to DIR/NAME. The command is safe to
     repeat: finished runs are skipped, interrupted ones resumed from their checkpoint, run
     directories that died before their first checkpoint moved to DIR/.failed/ and restarted.
-    Ctrl-C stops the current run cleanly; run the same command (or `hardstat sweep --out DIR`)
-    to continue. The sweep directory is printed on stdout, a summary table on stderr.
+    With --eval linear each finished run then gets its linear probe (as `hardstat eval RUN
+    --linear`); finished probes are skipped and interrupted ones redone. Ctrl-C stops the
+    current run (or probe) cleanly; run the same command (or `hardstat sweep --out DIR`) to
+    continue. The sweep directory is printed on stdout, a summary table on stderr.
 
     Examples:
 
     * `hardstat sweep --bands 0-100,0-5,random:5 --seeds 0,1 --epochs 1 --out sweeps/tiny`
+
+    * `hardstat sweep --bands 0-100,5-100,random=5-100 --seeds 0,1,2 --eval linear --out
+    sweeps/easy`
+
+    * `hardstat sweep --out sweeps/tiny --eval linear` (add the linear probe to a sweep)
 
     * `hardstat sweep --preset cifar10 --bands 0-100,0-5,5-100 --out sweeps/c10 --dry-run`
 
@@ -139,6 +182,11 @@ def sweep(
     }
     overrides = {k: v for k, v in overrides.items() if v is not None}
     overrides.update(parse_override(text) for text in set_ or [])
+    if (linear_epochs is not None or linear_lr is not None) and eval_ is not Eval.linear:
+        raise typer.BadParameter(
+            "--linear-epochs and --linear-lr set the probe of --eval linear; add --eval linear",
+            param_hint="'--eval'",
+        )
     if index is not None and launcher is Launcher.slurm:
         raise typer.BadParameter(
             "--index trains one run here; it does not combine with --launcher slurm",
@@ -166,6 +214,14 @@ def sweep(
             overrides=overrides,
         )
     plan = sw.open_sweep(out, spec)
+    if eval_ is Eval.none:
+        plan = plan.with_probe(None)
+    elif eval_ is Eval.linear:
+        probe = sw.LinearProbe(
+            epochs=100 if linear_epochs is None else linear_epochs,
+            lr=0.1 if linear_lr is None else linear_lr,
+        )
+        plan = plan.with_probe(probe)
     indices = None if index is None else [index]
     if index is not None:
         plan.check_index(index)
@@ -186,15 +242,16 @@ def sweep(
     report = sw.execute(plan, indices, progress=not quiet)
     if not runs.main_process():  # under torchrun, process 0 reports
         raise typer.Exit(130 if report.interrupted else 0)
-    typer.echo(sw.format_summary(report.outcomes), err=True)
+    typer.echo(sw.format_summary(report.outcomes, probe=plan.probe is not None), err=True)
     if report.interrupted:
-        stopped = next(o for o in report.outcomes if o.action == "stopped")
+        stopped = next(o for o in report.outcomes if "stopped" in (o.action, o.probe))
+        during = "the linear probe of run" if stopped.probe == "stopped" else "run"
         again = shlex.join(
             ["hardstat", "sweep", "--out", str(plan.out)]
             + (["--index", str(index)] if index is not None else [])
         )
         typer.echo(
-            f"sweep stopped during run {stopped.run.name}; continue with the same command "
+            f"sweep stopped during {during} {stopped.run.name}; continue with the same command "
             f"(or: {again})",
             err=True,
         )

@@ -84,7 +84,8 @@ def train(
         typer.Option(
             help="Negatives the loss uses, by per-query difficulty rank in "
             "percent of the queue: 0-100 (all), 0-5 (hardest 5%), 5-100, "
-            "0.1-100, unions 0-5,50-55, or random:5.",
+            "0.1-100, unions 0-5,50-55, random:5 (5% at random), or random=5-100 (as many "
+            "at random as 5-100 keeps).",
             rich_help_panel=_MODEL,
         ),
     ] = None,

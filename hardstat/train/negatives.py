@@ -35,9 +35,9 @@ def band_mask(
 
     l_neg: (N, K) similarities. Returns a bool mask (N, K), True = kept. A range band keeps, per
     query, exactly the ranks of :meth:`Band.rank_intervals` (ties broken by ``torch.topk``); a
-    ``random:p`` band keeps ``ceil(p K / 100)`` negatives chosen uniformly per query using
-    ``generator``. Only the ranks up to the largest finite band edge are computed (a partial
-    top-k), so ``0-5``, ``5-100`` and ``0.1-100`` each cost one small top-k.
+    random band (``random:p``, ``random=BAND``) keeps :meth:`Band.kept_count` negatives chosen
+    uniformly per query using ``generator``. Only the ranks up to the largest finite band edge
+    are computed (a partial top-k), so ``0-5``, ``5-100`` and ``0.1-100`` each cost one small top-k.
     """
     n, k = l_neg.shape
     if band.is_random:

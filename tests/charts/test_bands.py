@@ -1,4 +1,5 @@
-"""The band-ablation chart: Vega-Lite encodings, order, reference rule; PNG and JSON render."""
+"""The band-ablation chart: per-seed paired differences, mean and 95% interval by verdict, the
+margin and the zero line; PNG and JSON render."""
 
 from __future__ import annotations
 
@@ -10,25 +11,26 @@ import polars as pl
 import pytest
 
 from hardstat.charts import save_chart
-from hardstat.charts.bands import KNN, LINEAR, bands_chart
+from hardstat.charts.bands import VERDICT_COLOURS, bands_chart
 
-RUNS = pl.DataFrame(
+CONTRASTS = pl.DataFrame(
     {
-        "run": ["all-s0", "all-s1", "hard-s0", "hard-s1", "rand-s0"],
-        "band": ["0-100", "0-100", "0-5", "0-5", "random:5"],
-        "seed": [0, 1, 0, 1, 0],
-        "knn_top1": [0.75, 0.625, 0.5, 0.25, 0.5],
-        "linear_top1": [0.875, None, 0.5, None, None],
+        "band": ["5-100", "0-5", "random:5"],
+        "n_seeds": [3, 3, 1],
+        "kept_fraction": [0.9375, 0.0625, 0.0625],
+        "mean_diff": [-0.25, -0.125, 0.0],
+        "ci95_lo": [-0.30, -0.39, None],
+        "ci95_hi": [-0.20, 0.14, None],
+        "verdict": ["worse", "inconclusive", "inconclusive"],
     }
 )
-BANDS = pl.DataFrame(
+PAIRS = pl.DataFrame(
     {
-        "band": ["0-100", "0-5", "random:5"],
-        "kept_fraction": [1.0, 0.0625, 0.0625],
-        "knn_top1_mean": [0.6875, 0.375, 0.5],
-        "knn_top1_std": [0.0884, 0.1768, None],
-        "linear_top1_mean": [0.875, 0.5, None],
-        "linear_top1_std": [None, None, None],
+        "band": ["5-100"] * 3 + ["0-5"] * 3 + ["random:5"],
+        "seed": [0, 1, 2, 0, 1, 2, 0],
+        "run": ["e0", "e1", "e2", "h0", "h1", "h2", "r0"],
+        "reference_run": ["a0", "a1", "a2", "a0", "a1", "a2", "a0"],
+        "diff": [-0.25, -0.25, -0.25, -0.25, -0.0625, -0.0625, 0.0],
     }
 )
 
@@ -42,58 +44,52 @@ def mark(layer: dict[str, Any]) -> str:
     return m if isinstance(m, str) else m["type"]
 
 
-def test_spec_encodes_bands_in_table_order_with_both_metrics() -> None:
-    spec = bands_chart(RUNS, BANDS).to_dict()
-    by_mark = {mark(layer): layer for layer in layers(spec)}
-    assert set(by_mark) == {"rule", "circle", "point"}
-    points = by_mark["circle"]
-    assert points["encoding"]["x"]["field"] == "band"
-    assert points["encoding"]["x"]["sort"] == ["0-100", "0-5", "random:5"]
-    assert points["encoding"]["y"]["field"] == "top1"
-    assert points["encoding"]["color"]["field"] == "metric"
-    assert points["encoding"]["color"]["scale"]["domain"] == [KNN, LINEAR]
-    assert points["encoding"]["xOffset"]["field"] == "metric"
-    values = points["data"]["values"]
-    assert len(values) == 5 + 2  # every kNN value, the two linear ones
-    assert {(v["run"], v["metric"], v["top1"]) for v in values} >= {
-        ("all-s0", LINEAR, 0.875),
-        ("hard-s1", KNN, 0.25),
-    }
-    means = by_mark["point"]
-    assert means["mark"]["shape"] == "diamond"
-    assert means["encoding"]["y"]["field"] == "mean"
-    rules = [layer for layer in layers(spec) if mark(layer) == "rule"]
-    reference = next(r for r in rules if "strokeDash" in r["mark"])
-    bars = next(r for r in rules if "strokeDash" not in r["mark"])
-    assert reference["encoding"]["y"]["field"] == "reference"
-    assert sorted((v["metric"], v["reference"]) for v in reference["data"]["values"]) == [
-        (KNN, 0.6875),
-        (LINEAR, 0.875),
-    ]
-    assert (bars["encoding"]["y"]["field"], bars["encoding"]["y2"]["field"]) == ("low", "high")
-    low_high = {(v["band"], v["metric"]): (v["low"], v["high"]) for v in bars["data"]["values"]}
-    assert low_high[("0-5", KNN)] == pytest.approx((0.375 - 0.1768, 0.375 + 0.1768))
+def spec_of(**kw: Any) -> dict[str, Any]:
+    return bands_chart(
+        CONTRASTS, PAIRS, reference="0-100", metric="final kNN top-1", **kw
+    ).to_dict()
 
 
-def test_without_linear_or_reference() -> None:
-    runs = RUNS.filter(pl.col("band") != "0-100").with_columns(linear_top1=None)
-    bands = BANDS.filter(pl.col("band") != "0-100").with_columns(
-        linear_top1_mean=None, linear_top1_std=None
+def test_every_seed_is_a_point_in_percentage_points() -> None:
+    spec = spec_of()
+    dots = next(layer for layer in layers(spec) if mark(layer) == "circle")
+    assert dots["encoding"]["x"]["field"] == "band"
+    assert dots["encoding"]["x"]["sort"] == ["5-100", "0-5", "random:5"]
+    assert dots["encoding"]["y"]["field"] == "diff"
+    assert dots["encoding"]["xOffset"]["field"] == "slot"
+    values = dots["data"]["values"]
+    assert len(values) == PAIRS.height
+    assert {(v["run"], v["diff"]) for v in values} >= {("h1", -6.25), ("r0", 0.0)}
+    assert dots["encoding"]["y"]["title"] == "Δ final kNN top-1 vs 0-100 (pp)"
+
+
+def test_means_intervals_margin_and_zero() -> None:
+    spec = spec_of(margin=0.02)
+    by_mark: dict[str, list[dict[str, Any]]] = {}
+    for layer in layers(spec):
+        by_mark.setdefault(mark(layer), []).append(layer)
+    (centre,) = by_mark["point"]
+    assert centre["mark"]["shape"] == "diamond" and centre["encoding"]["y"]["field"] == "mean_diff"
+    assert centre["encoding"]["color"]["field"] == "verdict"
+    assert centre["encoding"]["color"]["scale"]["domain"] == list(VERDICT_COLOURS)
+    means = {v["band"]: v for v in centre["data"]["values"]}
+    assert means["0-5"]["mean_diff"] == pytest.approx(-12.5)
+    assert (means["0-5"]["ci95_lo"], means["0-5"]["ci95_hi"]) == pytest.approx((-39, 14))
+    zero, bars = by_mark["rule"]
+    assert zero["data"]["values"] == [{"zero": 0.0}]
+    assert (bars["encoding"]["y"]["field"], bars["encoding"]["y2"]["field"]) == (
+        "ci95_lo",
+        "ci95_hi",
     )
-    spec = bands_chart(runs, bands).to_dict()
-    assert all(
-        "strokeDash" not in (layer["mark"] if isinstance(layer["mark"], dict) else {})
-        for layer in layers(spec)
-    )
-    points = next(layer for layer in layers(spec) if mark(layer) == "circle")
-    assert points["encoding"]["color"]["scale"]["domain"] == [KNN]
-    assert "no 0-100 run" in spec["title"]["subtitle"]
+    (shade,) = by_mark["rect"]
+    assert shade["data"]["values"] == [{"low": -2.0, "high": 2.0}]  # ±2 pp
+    assert "±2 pp" in " ".join(spec["title"]["subtitle"])
 
 
 def test_renders_png_and_json(tmp_path: Path) -> None:
-    chart = bands_chart(RUNS, BANDS)
+    chart = bands_chart(CONTRASTS, PAIRS)
     png = save_chart(chart, tmp_path / "bands.png")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5_000
     spec = json.loads(save_chart(chart, tmp_path / "bands.json").read_text())
     assert spec["$schema"].startswith("https://vega.github.io/schema/vega-lite/")
-    assert len(spec["layer"]) == 4
+    assert len(spec["layer"]) == 5

@@ -10,6 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 import hardstat.train.loop as loop
+import hardstat.train.posthoc as posthoc
 from hardstat.cli import app
 
 runner = CliRunner()
@@ -264,6 +265,9 @@ def test_recorded_commands_train_exactly_the_planned_runs(
         (["--bands", "0-5", "--set", "seed=2"], 1, "use --bands and --seeds"),
         (["--bands", "0-5", "--set", "optim.nope=2"], 1, "unknown config key"),
         (["--bands", "0-5", "--launcher", "cloud"], 2, "cloud"),
+        (["--bands", "0-5", "--linear-epochs", "3"], 2, "add --eval linear"),
+        (["--bands", "0-5", "--eval", "knn"], 2, "knn"),
+        (["--bands", "0-5", "--eval", "linear", "--linear-epochs", "0"], 1, "must be >= 1"),
     ],
 )
 def test_bad_input(tmp_path: Path, args: list[str], code: int, message: str) -> None:
@@ -278,5 +282,124 @@ def test_bad_input(tmp_path: Path, args: list[str], code: int, message: str) -> 
 def test_help_teaches() -> None:
     result = runner.invoke(app, ["sweep", "--help"])
     assert result.exit_code == 0
-    for word in ("--bands", "--seeds", "--dry-run", "--launcher", "--index", "--set", "0-5+50-55"):
+    words = ("--bands", "--seeds", "--dry-run", "--launcher", "--index", "--set", "0-5+50-55")
+    for word in (*words, "--eval", "--linear-epochs", "--linear-lr", "random=5-100"):
         assert word in result.output
+
+
+PROBE = ["--eval", "linear", "--linear-epochs", "2"]
+
+
+@pytest.fixture(scope="module")
+def probed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any]:
+    """A local sweep with the linear probe: bands 0-100 and random=5-100, seeds 0 and 1."""
+    out = tmp_path_factory.mktemp("probed") / "sw"
+    result = invoke(*sweep_args(out, "0-100,random=5-100", "0,1", "-q", *PROBE))
+    return out, result
+
+
+def linear_rows(run_dir: Path) -> list[dict[str, Any]]:
+    table = pq.read_table(run_dir / "evals")
+    return [r for r in table.to_pylist() if r["kind"] == "linear"]
+
+
+def test_eval_linear_probes_every_run(probed: tuple[Path, Any]) -> None:
+    out, result = probed
+    assert result.exit_code == 0, result.output
+    data = manifest(out)
+    assert data["eval"] == {"linear": {"epochs": 2, "lr": 0.1}}
+    names = ["0-100-s0", "random=5-100-s0", "0-100-s1", "random=5-100-s1"]
+    assert [(r["name"], r["status"], r["probe"]) for r in data["runs"]] == [
+        (n, "finished", "done") for n in names
+    ]
+    rows = summary(result.stderr)
+    for name in names:
+        (row,) = linear_rows(out / name)  # exactly the probe `hardstat eval --linear` runs
+        assert json.loads(row["params"])["epochs"] == 2 and json.loads(row["params"])["lr"] == 0.1
+        assert (
+            row["step"] == json.loads((out / name / "manifest.json").read_text())["steps_done"] - 1
+        )
+        assert rows[name][6:8] == ["ran", f"{row['top1']:.4f}"]
+        kept = json.loads((out / name / "manifest.json").read_text())["band_kept"]
+        assert kept == (64 if name.startswith("0-100") else 60)  # 5-100's count of K = 64
+    # the analysis picks the probe as the primary metric
+    bands = runner.invoke(app, ["analyze", "bands", str(out), "--format", "json"])
+    assert bands.exit_code == 0, bands.output
+    analysis = json.loads(bands.stdout)
+    assert analysis["metric"] == "linear"
+    assert [c["band"] for c in analysis["contrasts"]] == ["random=5-100"]
+    assert analysis["contrasts"][0]["n_seeds"] == 2
+
+
+def test_repeated_sweep_skips_finished_probes(probed: tuple[Path, Any]) -> None:
+    out, _ = probed
+    before = mtimes(*(out / r["name"] for r in manifest(out)["runs"]))
+    again = invoke("--out", str(out), "-q")  # the recorded probe is kept
+    assert again.exit_code == 0, again.output
+    assert {(r[2], r[3], r[6]) for r in summary(again.stderr).values()} == {
+        ("skipped", "finished", "done")
+    }
+    assert mtimes(*(out / r["name"] for r in manifest(out)["runs"])) == before
+    dry = invoke("--out", str(out), "--dry-run")
+    assert all(
+        line.startswith("# finished, linear probe done: ") for line in dry.stdout.splitlines()
+    )
+
+
+def test_probe_added_to_a_finished_sweep_and_redone_after_an_interruption(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = tmp_path / "sw"
+    assert invoke(*sweep_args(out, "0-100,0-5", "0", "-q")).exit_code == 0
+    assert manifest(out)["eval"] is None
+    dry = invoke("--out", str(out), *PROBE, "--dry-run")
+    assert dry.stdout.splitlines() == [
+        f"# finished: {out / '0-100-s0'}",
+        f"hardstat eval {out / '0-100-s0'} --linear --no-knn --epochs 2 --lr 0.1 --device auto",
+        f"# finished: {out / '0-5-s0'}",
+        f"hardstat eval {out / '0-5-s0'} --linear --no-knn --epochs 2 --lr 0.1 --device auto",
+    ]
+    real = posthoc.evaluate_run
+
+    def stop_on_second(run_dir, **kw):  # type: ignore[no-untyped-def]
+        if Path(run_dir).name == "0-5-s0":
+            raise KeyboardInterrupt  # Ctrl-C while the probe trains: it writes nothing
+        return real(run_dir, **kw)
+
+    monkeypatch.setattr(posthoc, "evaluate_run", stop_on_second)
+    first = invoke("--out", str(out), "-q", *PROBE)
+    assert first.exit_code == 130, first.output
+    assert "sweep stopped during the linear probe of run 0-5-s0" in first.stderr
+    rows = summary(first.stderr)
+    assert (rows["0-100-s0"][2], rows["0-100-s0"][6]) == ("skipped", "ran")
+    assert (rows["0-5-s0"][2], rows["0-5-s0"][6]) == ("skipped", "stopped")
+    assert [r["probe"] for r in manifest(out)["runs"]] == ["done", "pending"]
+    assert linear_rows(out / "0-5-s0") == []
+    monkeypatch.undo()
+
+    done = mtimes(out / "0-100-s0")
+    again = invoke("--out", str(out), "-q")  # continues with the recorded probe
+    assert again.exit_code == 0, again.output
+    rows = summary(again.stderr)
+    assert (rows["0-100-s0"][6], rows["0-5-s0"][6]) == ("done", "ran")
+    assert mtimes(out / "0-100-s0") == done and len(linear_rows(out / "0-5-s0")) == 1
+    # --eval none drops the probe from the record; the probes already written stay
+    assert invoke("--out", str(out), "-q", "--eval", "none").exit_code == 0
+    assert manifest(out)["eval"] is None and len(linear_rows(out / "0-5-s0")) == 1
+
+
+def test_slurm_task_runs_the_probe(tmp_path: Path) -> None:
+    out = tmp_path / "sw"
+    result = invoke(*sweep_args(out, "0-100", "0", "--launcher", "slurm", *PROBE))
+    assert result.exit_code == 0, result.output
+    script = (out / "sweep.sbatch").read_text()
+    line = next(x for x in script.splitlines() if x.startswith("exec "))
+    argv = shlex.split(line.replace('"$SLURM_ARRAY_TASK_ID"', "0"))
+    assert argv[1:] == [
+        *("hardstat", "sweep", "--out", str(out), "--eval", "linear"),
+        *("--linear-epochs", "2", "--linear-lr", "0.1", "--index", "0", "--quiet"),
+    ]
+    task = invoke(*argv[3:])  # what the array task runs (invoke adds "sweep")
+    assert task.exit_code == 0, task.output
+    assert summary(task.stderr)["0-100-s0"][6] == "ran"
+    assert len(linear_rows(out / "0-100-s0")) == 1

@@ -67,6 +67,24 @@ def test_random_band_keeps_exact_count(k: int, pct: float, seed: int) -> None:
     assert (mask.sum(1) == math.ceil(pct * k / 100)).all()
 
 
+@settings(max_examples=30, deadline=None)
+@given(
+    k=st.integers(16, 600),
+    spec=st.sampled_from(["5-100", "0.1-100", "50-55", "0-5,50-55", "20-40,80-90"]),
+    seed=st.integers(0, 99),
+)
+def test_count_matched_random_band_keeps_the_bands_count(k: int, spec: str, seed: int) -> None:
+    band = parse_band(f"random={spec}")
+    l_neg = torch.rand(6, k)
+    mask = band_mask(l_neg, band, torch.Generator().manual_seed(seed))
+    assert mask is not None
+    ranked = band_mask(l_neg, parse_band(spec))
+    expect = k if ranked is None else ranked.sum(1)
+    assert (mask.sum(1) == expect).all()  # as many as the rank band keeps, for every query...
+    if 0 < parse_band(spec).kept_count(k) < k:  # ...but not the same negatives for each query
+        assert not (mask == mask[0]).all()
+
+
 def test_random_band_is_uniform_and_seeded() -> None:
     band = parse_band("random:10")
     l_neg = torch.linspace(-1, 1, 200).repeat(2000, 1)  # hardness fixed: the mask must ignore it

@@ -21,6 +21,11 @@ class BandsFormat(StrEnum):
     json = "json"
 
 
+class Metric(StrEnum):
+    linear = "linear"
+    knn = "knn"
+
+
 @app.command("bands")
 @reports_errors
 def bands(
@@ -32,25 +37,49 @@ def bands(
             show_default=False,
         ),
     ],
+    reference: Annotated[
+        str,
+        typer.Option(help="The band every other band is compared with."),
+    ] = "0-100",
+    metric: Annotated[
+        Metric | None,
+        typer.Option(
+            help="Primary metric: linear (final linear-probe top-1) or knn (final kNN top-1). "
+            "Default: linear when every run has a linear probe, else knn.",
+            show_default=False,
+        ),
+    ] = None,
+    margin: Annotated[
+        float,
+        typer.Option(
+            help="Equivalence margin in percentage points of top-1 accuracy (TOST), > 0.",
+        ),
+    ] = 1.0,
     fmt: Annotated[
         BandsFormat, typer.Option("--format", "-f", help="table (text) or json.")
     ] = BandsFormat.table,
     out: Annotated[
         Path | None,
         typer.Option(
-            help="Also write the chart (accuracy versus band) to x.html, x.png, x.svg or x.json.",
+            help="Also write the chart (paired differences per band) to x.html, x.png, x.svg "
+            "or x.json.",
             show_default=False,
         ),
     ] = None,
 ) -> None:
-    """Compare downstream accuracy across bands of negatives, over seeds.
+    """Compare downstream accuracy across bands of negatives, paired by seed.
 
-    Per run: final kNN top-1 (the last kNN evaluation), best kNN top-1, latest linear-probe
-    top-1 (`hardstat eval --linear`; empty without one). Per band: mean ± sample std (ddof=1)
-    over its runs and the difference from the all-negatives band 0-100. Notes on comparability
-    (unfinished runs, unequal epochs, repeated seeds) go to stderr.
+    The seed is the unit: each band's run of seed s is compared with the reference band's run
+    of seed s (same initial weights, data order and augmentations). Per band: the per-seed
+    differences, their mean with a 95% t-interval, the 90% t-interval, a paired t-test and a
+    TOST at --margin, both Holm-adjusted over the table, and a verdict: better / worse when
+    the adjusted t-test p < 0.05 (by the sign), else equivalent when the adjusted TOST p <
+    0.05, else inconclusive (also with fewer than 2 paired seeds). Also: each band's realized
+    kept fraction (kept / K) and mean accuracy, and one row per run. Runs of different datasets
+    or queue sizes are refused (analyse them separately); notes on what was left out go to
+    stderr.
 
-    Example: `hardstat analyze bands runs/sweep --out bands.png`
+    Example: `hardstat analyze bands runs/sweep --metric linear --out bands.png`
     """
     from hardstat.charts import FORMATS
 
@@ -58,15 +87,28 @@ def bands(
         raise typer.BadParameter(
             f"{out.name}: use a file ending in {', '.join(FORMATS)}", param_hint="--out"
         )
+    if not 0 < margin < 100:
+        raise typer.BadParameter(
+            f"{margin} pp: give the margin in percentage points, between 0 and 100, e.g. 1",
+            param_hint="--margin",
+        )
 
     from hardstat.analysis import logs
-    from hardstat.analysis.ablation import band_ablation
+    from hardstat.analysis.ablation import REFERENCE_BAND, band_ablation
+    from hardstat.errors import ConfigError
 
     con = logs.connect(logs.find_runs(runs))
     try:
-        result = band_ablation(con)
+        result = band_ablation(
+            con,
+            reference=None if reference == REFERENCE_BAND else reference,
+            metric=None if metric is None else metric.value,
+            margin=margin / 100,
+        )
     finally:
         con.close()
+    if out is not None and result.no_contrast is not None:
+        raise ConfigError(f"no chart to write to {out}: {result.no_contrast}")
     if fmt is BandsFormat.json:
         typer.echo(json.dumps(result.to_dict(), indent=2))
     else:
@@ -77,27 +119,48 @@ def bands(
         from hardstat.charts import save_chart
         from hardstat.charts.bands import bands_chart
 
-        save_chart(bands_chart(result.runs, result.bands, reference=result.reference), out)
+        chart = bands_chart(
+            result.contrasts,
+            result.pairs,
+            reference=result.reference,
+            metric=result.metric_label,
+            margin=result.margin,
+        )
+        save_chart(chart, out)
         typer.echo(f"wrote {out}", err=True)
 
 
 def render(result: BandAblation) -> list[str]:
-    """The ablation as two aligned text tables: per band, then per run (accuracy in %)."""
+    """The ablation as text: the contrasts (or one line saying why there are none) with the
+    verdict rule, the per-band table, then one row per run (accuracy in %)."""
     from hardstat.cli.sql import format_table
 
-    linear = result.has_linear
+    lines: list[str] = []
+    if result.no_contrast is not None:
+        lines.append(result.no_contrast)
+    else:
+        lines.append(
+            f"{result.metric_label}: band minus {result.reference}, paired by seed "
+            "(percentage points)"
+        )
+        cols, rows = result.contrast_rows()
+        numeric = [False, True, True, True, False, True, True, True, True, False]
+        lines += format_table(cols, rows, numeric)
+        lines.append(f"{result.rule()}.")
     cols, rows = result.band_rows()
-    lines = format_table(cols, rows, [False] + [True] * (len(cols) - 1))
-    run_cols = ["run", "band", "seed", "kNN top-1 %", "best kNN %"]
+    lines += ["", "per band (means over the band's runs; kept / K: negatives kept per query)"]
+    lines += format_table(cols, rows, [False] + [True] * (len(cols) - 1))
+    linear = result.has_linear
+    run_cols = ["run", "band", "seed", "kNN top-1 %"]
     run_cols += ["linear top-1 %"] if linear else []
     run_cols += ["status"]
     run_rows = []
     for r in result.runs.iter_rows(named=True):
-        row = [r["run"], r["band"], _text(r["seed"]), _pct(r["knn_top1"]), _pct(r["knn_top1_best"])]
+        row = [r["run"], r["band"], _text(r["seed"]), _pct(r["knn_top1"])]
         row += [_pct(r["linear_top1"])] if linear else []
         row += [_text(r["status"])]
         run_rows.append(row)
-    numeric = [False, False, True, True, True] + ([True] if linear else []) + [False]
+    numeric = [False, False, True, True] + ([True] if linear else []) + [False]
     return [*lines, "", *format_table(run_cols, run_rows, numeric)]
 
 
