@@ -412,6 +412,8 @@ class Recorder:
     # -- flushing, checkpoints, closing ----------------------------------------------------
     def flush(self) -> None:
         """Write everything buffered and publish all open files; returns when on disk."""
+        if self._closed:  # close flushed everything
+            return
         s = self._steps
         if s["step"]:
             summaries = _stack(s["summary"])  # (S, 3)
@@ -446,7 +448,7 @@ class Recorder:
         committed, the query choice's generator, the last step. Tensors and plain values only,
         so ``torch.load(weights_only=True)`` reads it. Continue with :meth:`open`."""
         self.flush()
-        if self._manifest_owner and self.last_step is not None:
+        if self._manifest_owner and self.last_step is not None and not self._closed:
             runs.update_manifest(
                 self.writer.run_dir,
                 status="running",
