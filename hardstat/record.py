@@ -68,6 +68,8 @@ Array = Any
 """A torch tensor (any device) or a NumPy array (or anything ``np.asarray`` takes)."""
 
 _GENERATOR_OFFSET = 7919  # the query choice's generator is seeded with seed + this
+_INT32_END = 2**31  # sample ids and steps are int32 in the log
+_INT16_END = 2**15  # labels are int16
 
 
 class Recorder:
@@ -659,12 +661,11 @@ class Recorder:
             losses=take(losses, np.float32),
         )
         self._check_values(job, labels_given=query_labels is not None)
-        if self.negatives == "in_batch" and job.neg_key_steps is None:
-            job = _replace_key_steps(job, np.full(job.neg_ids.shape, step, np.int64))
-        return job._narrowed()
+        return job._narrowed(in_batch=self.negatives == "in_batch")
 
     def _check_values(self, job: _PairsJob, *, labels_given: bool) -> None:
-        n, c = self.num_samples, self.num_classes
+        n = self.num_samples or _INT32_END  # ids are int32, labels int16 in the log
+        c = self.num_classes or _INT16_END
         ids = job.query_ids
         _in_range("query_ids", ids, 0, n, "sample ids")
         if len(np.unique(ids)) != len(ids):
@@ -737,16 +738,19 @@ class Recorder:
     def _write_pairs(self, job: _PairsJob) -> None:
         q, k = job.l_neg.shape
         order = self._rank_order(job.l_neg)  # (Q, K) negative slots, hardest first
+        key_steps: Any = None  # None: unknown (null)
         if job.neg_ids.ndim == 1:  # a queue: the same K negatives for every query
             neg_ids = job.neg_ids[order]  # (Q, K)
-            key_steps = None if job.neg_key_steps is None else job.neg_key_steps[order]
+            if job.neg_key_steps is not None:
+                key_steps = _nullable_ids(job.neg_key_steps[order].ravel())
         else:  # (Q, K): each query its own negatives
             neg_ids = np.take_along_axis(job.neg_ids, order, axis=1)
-            key_steps = (
-                None
-                if job.neg_key_steps is None
-                else np.take_along_axis(job.neg_key_steps, order, axis=1)
-            )
+            if job.neg_key_steps is not None:
+                key_steps = _nullable_ids(
+                    np.take_along_axis(job.neg_key_steps, order, axis=1).ravel()
+                )
+        if self.negatives == "in_batch":
+            key_steps = job.step  # every in-batch key was computed at this step
         sims = np.take_along_axis(job.l_neg, order, axis=1)  # (Q, K), non-increasing
         if job.mask is None:
             in_band = np.ones(q * k, dtype=bool)
@@ -764,7 +768,7 @@ class Recorder:
                 "rank": np.tile(self._ranks(k), q),
                 "similarity": sims.ravel().astype(np.float16),
                 "in_band": in_band,
-                "key_step": None if key_steps is None else _nullable_ids(key_steps.ravel()),
+                "key_step": key_steps,
             },
         )
         self.writer.write(
@@ -796,27 +800,22 @@ class _PairsJob:
     l_pos: np.ndarray  # (Q,) float32
     losses: np.ndarray  # (Q,) float32
 
-    def _narrowed(self) -> _PairsJob:
-        """Ids as int32, labels as int16 (after the range checks)."""
+    def _narrowed(self, *, in_batch: bool) -> _PairsJob:
+        """Ids and key steps as int32, labels as int16 (after the range checks); in-batch key
+        steps dropped (they are the step)."""
+        key_steps = self.neg_key_steps
         return _PairsJob(
             step=self.step,
             epoch=self.epoch,
             query_ids=self.query_ids.astype(np.int32),
             labels=self.labels.astype(np.int16),
-            neg_ids=self.neg_ids,
-            neg_key_steps=self.neg_key_steps,
+            neg_ids=self.neg_ids.astype(np.int32),
+            neg_key_steps=None if in_batch or key_steps is None else key_steps.astype(np.int32),
             l_neg=self.l_neg,
             mask=self.mask,
             l_pos=self.l_pos,
             losses=self.losses,
         )
-
-
-def _replace_key_steps(job: _PairsJob, key_steps: np.ndarray) -> _PairsJob:
-    return _PairsJob(
-        job.step, job.epoch, job.query_ids, job.labels, job.neg_ids, key_steps, job.l_neg,
-        job.mask, job.l_pos, job.losses,
-    )  # fmt: skip
 
 
 class _Rows:
