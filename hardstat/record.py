@@ -51,7 +51,7 @@ import numpy as np
 from hardstat import runs, schema
 from hardstat.bands import Band, parse_band
 from hardstat.classes import CIFAR10_CLASSES, CIFAR100_CLASSES, ClassInfo, is_wnid
-from hardstat.errors import LogError, RecordError, RunError
+from hardstat.errors import ConfigError, LogError, RecordError, RunError
 from hardstat.logwriter import RunLogWriter, set_aside_uncommitted
 
 if TYPE_CHECKING:
@@ -185,8 +185,11 @@ class Recorder:
         run_dir = Path(run_dir)
         k = _negatives_per_query(negatives, negatives_per_query, queue_size)
         _check_settings(negatives, k, every, queries)
-        parsed = band if isinstance(band, Band) else _band(band)
-        parsed.check(k)
+        try:
+            parsed = band if isinstance(band, Band) else parse_band(band)
+            parsed.check(k)
+        except ConfigError as e:
+            raise RecordError(f"band: {e}") from e
         infos = _class_infos(classes)
         labels = _labels("train_labels", train_labels, len(infos))
         test = None if test_labels is None else _labels("test_labels", test_labels, len(infos))
@@ -272,7 +275,7 @@ class Recorder:
             queries=int(log.get("queries", 64)),
             enabled=bool(log.get("enabled", True)),
             seed=int(manifest.get("seed", 0)),
-            num_samples=data.get("train_size") or None,
+            num_samples=len(labels) if labels is not None else data.get("train_size") or None,
             num_classes=data.get("num_classes") or None,
             train_labels=labels,
         )
@@ -977,10 +980,6 @@ def _negatives_per_query(negatives: str, k: int | None, queue_size: int | None) 
             "negatives_per_query"
         )
     return k if k is not None else queue_size  # type: ignore[return-value]
-
-
-def _band(spec: str) -> Band:
-    return parse_band(spec)
 
 
 def _class_infos(classes: Sequence[ClassInfo | str]) -> tuple[ClassInfo, ...]:

@@ -302,6 +302,8 @@ def test_create_checks(tmp_path: Path) -> None:
         ("train_labels", {"train_labels": np.array([0.0, 1.0])}),
         ("classes", {"classes": [ClassInfo(1, "a")]}),
         ("config", {"config": {"log": 1}}),
+        ("band", {"band": "0-x"}),
+        ("band", {"band": "10-20"}),  # keeps none of 4 negatives
         ("config", {"config": {"x": object()}}),
     ]
     for argument, change in cases:
