@@ -682,7 +682,7 @@ class Recorder:
         elif (job.labels < 0).any():
             raise RecordError("query_ids: a query's sample has no train label; pass query_labels")
         lowest = 0 if self.negatives == "in_batch" else -1
-        _in_range("neg_ids", job.neg_ids, lowest, n, "sample ids (-1 = no sample)")
+        _in_range("neg_ids", job.neg_ids, lowest, n, "sample ids; -1 = no sample")
         if job.neg_key_steps is not None:
             ks = job.neg_key_steps
             if self.negatives == "in_batch":
