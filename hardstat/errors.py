@@ -46,3 +46,11 @@ class QueryError(HardstatError):
 
 class WordNetError(HardstatError):
     """The WordNet corpus is missing, fails its check, or lacks a class's synset."""
+
+
+class RecordError(HardstatError, ValueError):
+    """Bad input to the recorder (:mod:`hardstat.record`): a shape, dtype, id range or step order.
+
+    The message starts with the name of the argument at fault. Also a ``ValueError``, so code
+    that already catches those keeps working.
+    """

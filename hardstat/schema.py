@@ -91,8 +91,9 @@ _PROCESS = Column(
 
 PAIRS = Table(
     "pairs",
-    "One row per (logged query, negative in the queue) at a logged step. Within a file, rows of "
-    "one query are stored in rank order (rank 1 first).",
+    "One row per (logged query, negative) at a logged step: a queue slot, or an in-batch "
+    "negative (manifest `negatives`). Within a file, rows of one query are stored in rank order "
+    "(rank 1 first).",
     (
         _RUN,
         _STEP,
@@ -102,14 +103,15 @@ PAIRS = Table(
             "neg_id",
             "int32",
             True,
-            "sample_id of the image whose key sat in this queue slot when the loss was computed; "
-            "null while the slot still holds its random initial key.",
+            "sample_id of the image whose key sat in this queue slot when the loss was computed "
+            "(in-batch: the other sample of the batch); null while the slot still holds its "
+            "random initial key.",
         ),
         Column(
             "rank",
             "int32",
             False,
-            "Rank of this negative among the query's K queue negatives by similarity: 1 = most "
+            "Rank of this negative among the query's K negatives by similarity: 1 = most "
             "similar = hardest, K = easiest. A permutation of 1..K for every logged query.",
         ),
         Column(
@@ -133,8 +135,10 @@ PAIRS = Table(
             "Provenance of the negative's key: the optimizer step whose batch enqueued it (the "
             "key was computed by the momentum encoder at that step). (neg_id, key_step) "
             "identifies one key, i.e. one augmented view of one image under one encoder state; "
-            "the same key is seen by every query of the steps it spends in the queue. Null for "
-            "a random initial key, and in files of versions 1-2 (added in version 3).",
+            "the same key is seen by every query of the steps it spends in the queue. In-batch "
+            "negatives are keys of the row's own step (key_step = step). Null for a random "
+            "initial key or a key of unknown provenance, and in files of versions 1-2 (added in "
+            "version 3).",
             since=3,
             default="NULL",
         ),
@@ -244,7 +248,11 @@ MANIFEST_FIELDS: dict[str, str] = {
     "status": "'running', 'interrupted' or 'finished'.",
     "config": "The fully resolved training configuration (every default filled in).",
     "dataset": "Dataset spec, name, split sizes, image size and class count.",
-    "queue_size": "K, the number of negatives in the queue.",
+    "queue_size": "K, the number of negatives of every query: the queue's size, or the "
+    "in-batch negatives per query (2B - 2 for SimCLR's NT-Xent, B - 1 for MoCo v3 / CLIP).",
+    "negatives": "How the negatives were formed: 'queue' (a queue or memory bank: the same K "
+    "keys for every query of a step, MoCo) or 'in_batch' (the other samples of the batch: "
+    "SimCLR, MoCo v3, CLIP; every key is of this step). Runs without the field are 'queue'.",
     "band": "The band spec the loss used, e.g. '0-5' or '0-100'.",
     "band_kept": "Number of negatives per query the band keeps (out of queue_size).",
     "seed": "Random seed.",

@@ -22,6 +22,7 @@ def imported_after(module: str) -> set[str]:
         "hardstat.runs",
         "hardstat.logwriter",
         "hardstat.classes",
+        "hardstat.record",
     ],
 )
 def test_light_modules_do_not_import_torch(module: str) -> None:

@@ -22,7 +22,8 @@ import hardstat
 from hardstat import runs, schema
 from hardstat.config import TrainConfig
 from hardstat.errors import ConfigError, RunError
-from hardstat.logwriter import RunLogWriter, set_aside_uncommitted
+from hardstat.logwriter import RunLogWriter
+from hardstat.record import Recorder
 from hardstat.train import distributed
 from hardstat.train.augment import MocoV2Augment, eval_transform
 from hardstat.train.checkpoint import (
@@ -33,7 +34,6 @@ from hardstat.train.checkpoint import (
 )
 from hardstat.train.data import Dataset, load_dataset
 from hardstat.train.evaluate import extract_features, knn_eval
-from hardstat.train.logger import RankLogger
 from hardstat.train.model import MoCo
 
 
@@ -135,6 +135,7 @@ def _new_run(
             "num_classes": len(dataset.classes),
         },
         queue_size=config.model.queue_size,
+        negatives="queue",
         band=band.spec,
         band_kept=band.kept_count(config.model.queue_size),
         seed=config.seed,
@@ -145,7 +146,7 @@ def _new_run(
     runs.write_json_atomic(run_dir / schema.MANIFEST_FILE, manifest)
 
 
-def _static_tables(logger: RankLogger, dataset: Dataset) -> None:
+def _static_tables(logger: Recorder, dataset: Dataset) -> None:
     splits = [("train", dataset.train)] + ([("test", dataset.test)] if dataset.test else [])
     for name, split in splits:
         logger.write_table(
@@ -296,37 +297,34 @@ def _train(
     gen_aug = torch.Generator(device=device).manual_seed(own_seed + 1)
     gen_model = torch.Generator(device=device).manual_seed(own_seed + 2)
     step = 0
-    next_seq = None
     if state is not None and mine is not None:
         moco.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         gen_aug.set_state(mine["gen_aug"])
         gen_model.set_state(mine["gen_model"])
         step = int(state["step"])
-        set_aside_uncommitted(run_dir, mine["logger"]["writer"]["committed"], procs.index)
-        next_seq = mine["logger"]["writer"]["next_seq"]
     # DistributedDataParallel averages the gradients of the query encoder over processes; the
     # queue and key encoder are kept identical by construction (same keys enqueued everywhere),
     # so their buffers are not re-broadcast every step
     model: torch.nn.Module = distributed.data_parallel(moco) if procs.distributed else moco
     writer = RunLogWriter(
-        run_dir,
-        run_dir.name,
-        process=procs.index,
-        file_rows=config.log.file_rows,
-        next_seq=next_seq,
+        run_dir, run_dir.name, process=procs.index, file_rows=config.log.file_rows
     )
     # the logged queries of a step are dealt out to the processes; 0 = every query
     queries = procs.share(config.log.queries) if config.log.queries else 0
-    logger = RankLogger(
+    logger = Recorder(  # hardstat.record: the same recorder any training loop can use
         writer,
+        negatives="queue",
+        negatives_per_query=k,
         enabled=config.log.enabled and (queries > 0 or not config.log.queries),
         every=config.log.every,
         queries=queries,
         seed=own_seed,
         record_steps=procs.main,
+        num_samples=int(dataset.train.sample_ids.max()) + 1,
+        num_classes=len(dataset.classes),
     )
-    if mine is not None:
+    if mine is not None:  # sets aside log files written after the checkpoint
         logger.load_state(mine["logger"])
     elif procs.main:
         _static_tables(logger, dataset)
@@ -380,7 +378,7 @@ def _train(
             t=config.eval.knn_t,
         )
         params = json.dumps({"k": config.eval.knn_k, "t": config.eval.knn_t, "bank": "train"})
-        logger.log_eval(step - 1, epoch, "knn", top1, top5, params)
+        logger.log_eval(step - 1, epoch=epoch, kind="knn", top1=top1, top5=top5, params=params)
         return top1
 
     bar = _progress(total_steps, step, progress and procs.main, run_dir.name)
@@ -414,7 +412,21 @@ def _train(
                 summary = distributed.mean_over_processes(  # (3,) means over the global batch
                     torch.stack([out.loss.detach(), out.l_pos.mean(), out.l_neg.mean()]).float()
                 )
-                logger.log_step(step, epoch, out, ids, labels, lr, started=t0, summary=summary)
+                logger.log_step(
+                    step,
+                    epoch=epoch,
+                    query_ids=ids,
+                    query_labels=labels,
+                    pos_similarity=out.l_pos,
+                    neg_similarity=out.l_neg,
+                    neg_ids=out.neg_ids,
+                    neg_key_steps=out.neg_key_steps,
+                    in_band=out.mask,
+                    losses=out.losses,
+                    lr=lr,
+                    started=t0,
+                    summary=summary,
+                )
                 step += 1
                 bar.update(1)
                 seconds = time.perf_counter() - t0
