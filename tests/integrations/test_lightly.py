@@ -102,7 +102,7 @@ def test_hardstat_loss_equals_lightly_ntxent() -> None:
 @pytest.mark.slow
 def test_lightly_example_log_is_analysed_and_reported(tmp_path: Path) -> None:
     run = tmp_path / "lightly-moco"
-    args = "--subset 256 --epochs 2 --batch-size 32 --queue-size 128 --width 16 --every 2"
+    args = "--subset 256 --epochs 4 --batch-size 32 --queue-size 128 --width 16 --every 2"
     done = subprocess.run(
         [
             sys.executable,
@@ -123,12 +123,14 @@ def test_lightly_example_log_is_analysed_and_reported(tmp_path: Path) -> None:
         "finished",
         "queue",
         128,
-        16,
+        32,
     )
     cli = CliRunner()
     consistency = cli.invoke(app, ["analyze", "consistency", str(run), "--permutations", "200"])
     assert consistency.exit_code == 0, consistency.output
-    assert "Consistency of hardness, band 0-5: hardest 7 of K = 128" in consistency.stdout
+    # four epochs: four keys per image, so persistence and the calls can be measured
+    assert "hard band 0-5: hardest 7 of K = 128" in consistency.stdout
+    assert "persistence (C6)" in consistency.stdout
     semantic = cli.invoke(
         app, ["analyze", "semantic", str(run), "--permutations", "200", "--bootstrap", "200"]
     )
@@ -137,6 +139,8 @@ def test_lightly_example_log_is_analysed_and_reported(tmp_path: Path) -> None:
     report = cli.invoke(app, ["report", str(run), "--out", str(tmp_path / "r.html")])
     assert report.exit_code == 0, report.output
     html = (tmp_path / "r.html").read_text()
-    assert "Is hardness a property of the negative?" in html
+    assert "Does hardness persist with the image?" in html
     assert "Are hard negatives semantically similar to their query?" in html
-    assert html.count("data:image/png;base64") > 10  # charts and the gallery's demo images
+    # the charts at least; gallery images only where negatives are called (a 4-epoch run on
+    # 256 images gives too little evidence across keys for calls, honestly)
+    assert html.count("data:image/png;base64") >= 2
