@@ -71,7 +71,9 @@ def run_demo(
             consistency_chart(cons.rate_histogram, cons.z_histogram, band=cons.band),
             analysis_dir / "consistency.png",
         ),
-        save_chart(semantic_chart(sem.bins_frame()), analysis_dir / "semantic.png"),
+        save_chart(
+            semantic_chart(sem.bins_frame(), sem.trajectory_frame()), analysis_dir / "semantic.png"
+        ),
     ]
     for stem, res in (("consistency", cons), ("semantic", sem)):
         path = analysis_dir / f"{stem}.json"

@@ -14,7 +14,8 @@ Contents:
 * rank correlation: :func:`spearman_test`, :func:`midranks`, :func:`spearman_from_counts`,
   :func:`spearman_t_pvalue`;
 * resampling: :func:`permutation_p` (the one permutation p-value, with the +1 correction),
-  :func:`bootstrap_ratio_ci`;
+  :func:`bootstrap_ratio_ci`; the crossed (two-way) bootstrap of the semantic analysis:
+  :func:`crossed_bootstrap_totals`, :func:`percentile_interval_columns`, :func:`ratio_draws`;
 * p-value display: :func:`log10_p` and :data:`P_FLOOR`.
 """
 
@@ -242,3 +243,89 @@ def bootstrap_ratio_ci(
     return out
 
 
+# -- crossed bootstrap over two ways of grouping the pairs (semantic analysis) ---------------
+# A logged pair (query, negative) belongs to one unit of each factor: e.g. its step (with the
+# step's queries: they share one queue and one encoder state) and its negative (the image,
+# seen by the queries of many steps). Resampling one factor alone treats the other as fixed;
+# the two-way scheme weights every pair by ``W_step + V_negative - 1`` with independent
+# Poisson(1) unit weights, so both sources of dependence enter. Because the weight is additive,
+# the replicate totals need only the per-unit sums of each factor, never the pairs.
+
+
+def crossed_bootstrap_totals(
+    factors: Sequence[np.ndarray], reps: int, rng: np.random.Generator, *, chunk: int = 64
+) -> np.ndarray:
+    """Bootstrap replicates of the column totals of pair-level values, crossed over factors.
+
+    ``factors[f]`` (U_f, M): per unit of factor f, the sums of M pair-level values over the
+    unit's pairs; every pair lies in exactly one unit of each factor, so all factors have the
+    same column totals T (M,). Each replicate draws independent unit weights ``W_f ~
+    Poisson(1)`` (U_f,) for every factor, in factor order, and gives a pair in units
+    ``(u_1, ..., u_F)`` the weight ``sum_f W_f[u_f] - (F - 1)`` (mean 1, variance F); its
+    totals are ``sum_f W_f @ S_f - (F - 1) T``. With one factor this is the Poisson bootstrap
+    of units. The replicate variance of a total is ``sum_f sum_u S_f[u]^2`` (of a ratio of
+    totals, the same over the units' residual sums): the two-way cluster-robust variance
+    (Cameron, Gelbach & Miller 2011) without subtracting its intersection term ``sum over
+    (u, v) cells of S_uv^2``, so conservative by that term; the product-weight "pigeonhole"
+    bootstrap (Owen 2007) adds it once more and needs the per-cell sums. Returns (reps, M).
+    """
+    mats = [np.asarray(f, dtype=np.float64) for f in factors]
+    if not mats:
+        raise ValueError("give at least one factor")
+    total = mats[0].sum(axis=0)  # (M,)
+    for m in mats[1:]:
+        if m.shape[1:] != total.shape or not np.allclose(m.sum(axis=0), total, rtol=1e-9):
+            raise ValueError("every factor must sum to the same column totals")
+    out = np.empty((reps, total.size))
+    for start in range(0, reps, chunk):
+        c = min(chunk, reps - start)
+        acc = np.broadcast_to(-(len(mats) - 1) * total, (c, total.size)).copy()  # (c, M)
+        for m in mats:
+            w = rng.poisson(1.0, size=(c, m.shape[0])).astype(np.float64)  # (c, U_f)
+            acc += w @ m
+        out[start : start + c] = acc
+    return out
+
+
+def percentile_interval_columns(
+    draws: np.ndarray, level: float = 0.95, *, min_finite: float = 0.9
+) -> tuple[np.ndarray, np.ndarray]:
+    """Percentile intervals of bootstrap draws (reps, ...) along the first axis: ``(lo, hi)``,
+    each of shape ``draws.shape[1:]``. Non-finite draws (a ratio whose replicate denominator
+    is not positive) are dropped; where fewer than ``min_finite`` of the draws are finite the
+    interval is NaN (the statistic is not defined often enough to bootstrap)."""
+    d = np.asarray(draws, dtype=np.float64)
+    flat = d.reshape(d.shape[0], -1)  # (reps, k)
+    alpha = (1 - level) / 2 * 100
+    lo, hi = np.full(flat.shape[1], np.nan), np.full(flat.shape[1], np.nan)
+    for k in range(flat.shape[1]):
+        col = flat[:, k][np.isfinite(flat[:, k])]
+        if d.shape[0] and col.size >= min_finite * d.shape[0]:
+            lo[k], hi[k] = np.percentile(col, [alpha, 100 - alpha])
+    return lo.reshape(d.shape[1:]), hi.reshape(d.shape[1:])
+
+
+def ratio_draws(num: np.ndarray, den: np.ndarray) -> np.ndarray:
+    """``num / den`` elementwise, NaN where ``den <= 0`` (an empty or negatively weighted
+    denominator in a bootstrap replicate)."""
+    num, den = np.asarray(num, dtype=np.float64), np.asarray(den, dtype=np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(den > 0, num / np.where(den > 0, den, 1.0), np.nan)
+
+
+def _t_interval(x: Any, level: float = 0.95) -> tuple[np.ndarray, np.ndarray]:
+    """Two-sided ``level`` t-interval for the mean along the last axis, NaN for n < 2.
+
+    Private stand-in for the public ``t_interval`` of the seed contrasts (same definition:
+    ``mean -/+ t_{(1+level)/2, n-1} sd / sqrt(n)``); one of the two goes when both meet.
+    """
+    from scipy import special
+
+    x = np.asarray(x, dtype=np.float64)
+    n = x.shape[-1]
+    if n < 2:
+        nan = np.full(x.shape[:-1], np.nan)
+        return nan, nan.copy()
+    mean = x.mean(axis=-1)
+    half = special.stdtrit(n - 1, (1 + level) / 2) * x.std(axis=-1, ddof=1) / math.sqrt(n)
+    return mean - half, mean + half
