@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import sys
 import time
@@ -183,6 +184,11 @@ def part_speed(args: argparse.Namespace) -> None:
 
     run = generate(args)
     con = logs.connect(logs.find_runs([run]), threads=args.threads)
+    one, five, _ = os.getloadavg()
+    print(
+        f"{os.cpu_count()} cores, DuckDB threads {args.threads}, load average {one:.1f} (1 min),"
+        f" {five:.1f} (5 min){'  CONTENDED: timings are pessimistic' if one > 2 else ''}"
+    )
     for label, kw in (
         ("late third, no resampling", {"bootstrap": 0, "permutations": 0}),
         ("late third, 1000 bootstrap + 1000 permutations", {}),

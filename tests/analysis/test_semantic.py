@@ -616,6 +616,8 @@ def test_errors(make_run: Callable[..., Path], hand_run: Path, tmp_path: Path) -
         S.semantic(con, measure="jcn")
     with pytest.raises(ConfigError, match="square matrix"):
         S.semantic(con, class_similarity=np.ones((2, 2)))
+    with pytest.raises(ConfigError, match="between -1000 and 1000"):
+        S.semantic(con, class_similarity=SIM3 * np.inf)
     with pytest.raises(ConfigError, match="resampling"):
         S.semantic(con, class_similarity=SIM3, resampling="pairs")
     with pytest.raises(ConfigError, match="epochs"):
