@@ -226,11 +226,16 @@ def semantic_chart(
         panels.append(_trajectory_panel(trajectory.drop_nulls("estimate")))
     heading = title or f"Are hard negatives semantically close? WordNet {name} class_similarity"
     design = str(table["resampling"][0]) if "resampling" in table.columns and len(table) else ""
-    subtitle = (
+    subtitle = [
         "query class vs negative class, runs pooled; bars: 95% bootstrap CI"
         + (f" ({design})" if design else "")
         + "; dashed: all ranks"
-    )
+    ]
+    if len(panels) == 3:
+        subtitle.append(
+            "per epoch: one line per run (point estimates); black: mean over runs, band: its "
+            "95% t-interval; shaded: the analysis window"
+        )
     return (
         alt.vconcat(*panels, spacing=14)
         .properties(

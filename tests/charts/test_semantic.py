@@ -98,7 +98,7 @@ def test_bin_panels_hard_to_easy_with_ci_bars_and_reference() -> None:
     title = similar["layer"][-1]["encoding"]["y"]["title"]
     assert title == ["Wu–Palmer (0–1)", "different-class pairs"]
     assert "rank" in similar["layer"][-1]["encoding"]["x"]["title"]
-    assert "step-negative" in spec["title"]["subtitle"]
+    assert "step-negative" in spec["title"]["subtitle"][0]
     assert "class_similarity" in spec["title"]["text"]
     values = spec["datasets"][next(iter(spec["datasets"]))]
     assert [v["bin"] for v in values] == ["0–0.1", "1–5", "95–100"]
@@ -110,6 +110,7 @@ def test_trajectory_panel_lines_per_run_mean_band_and_window() -> None:
     assert set(frame["run"]) == {"s0", "s1", "mean over runs"} and len(frame) == 12
     spec = semantic_chart(r.bins_frame(), frame).to_dict()
     assert len(spec["vconcat"]) == 3
+    assert "t-interval" in spec["title"]["subtitle"][1]
     layers = spec["vconcat"][2]["layer"]
     window = next(x for x in layers if mark(x) == "rect")
     band = next(x for x in layers if mark(x) == "area")
