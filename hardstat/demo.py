@@ -71,7 +71,11 @@ def run_demo(
         sem = semantic(con, measure="wup")
     finally:
         con.close()
-    files = [save_chart(semantic_chart(sem.bins_frame()), analysis_dir / "semantic.png")]
+    files = [
+        save_chart(
+            semantic_chart(sem.bins_frame(), sem.trajectory_frame()), analysis_dir / "semantic.png"
+        )
+    ]
     if cons is not None:
         chart = consistency_chart(cons.chart_tables(), band=cons.band)
         files.append(save_chart(chart, analysis_dir / "consistency.png"))

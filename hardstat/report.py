@@ -291,42 +291,6 @@ def _bands_section(con: duckdb.DuckDBPyConnection, n_bands: int) -> str:
     return head + contrasts + chart + table + notes + "</section>"
 
 
-def semantic_rows(result: SemanticResult) -> tuple[list[str], list[list[str]]]:
-    """Columns and rows of the per-bin semantic table."""
-
-    def ci(v: float, lo: float, hi: float, scale: float, digits: int) -> str:
-        if v != v:
-            return "—"
-        text = f"{scale * v:.{digits}f}"
-        return text + (f" [{scale * lo:.{digits}f}, {scale * hi:.{digits}f}]" if lo == lo else "")
-
-    cols = ["bin % (hard → easy)", "ranks", "pairs", "mean similarity [95% CI]"]
-    cols += ["same class % [95% CI]"]
-    rows = []
-    for b in result.bins:
-        empty = b.rank_first is None or b.rank_last is None or b.rank_first > b.rank_last
-        ranks = "—" if empty else f"{b.rank_first}–{b.rank_last}"
-        rows.append(
-            [
-                b.label,
-                ranks,
-                f"{b.n_pairs:,}",
-                ci(b.mean_similarity, b.ci_lo, b.ci_hi, 1, 4),
-                ci(b.same_class_fraction, b.same_class_ci_lo, b.same_class_ci_hi, 100, 2),
-            ]
-        )
-    rows.append(
-        [
-            "all",
-            "",
-            f"{result.n_pairs:,}",
-            f"{result.mean_similarity:.4f}",
-            pct(result.same_class_fraction),
-        ]
-    )
-    return cols, rows
-
-
 def _semantic_section(result: SemanticResult | str, runs: Sequence[str]) -> str:
     head = (
         '<section id="semantic"><h2>Are hard negatives semantically similar to their query?</h2>'
@@ -334,24 +298,38 @@ def _semantic_section(result: SemanticResult | str, runs: Sequence[str]) -> str:
     )
     if isinstance(result, str):
         return head + _note(f"Not available: {result}") + "</section>"
+    from hardstat import display
     from hardstat.analysis.wordnet import MEASURE_TITLES
     from hardstat.charts.semantic import semantic_chart
 
     name = MEASURE_TITLES.get(result.measure, result.measure)
-    cols, rows = semantic_rows(result)
-    table = html_table(cols, rows, numeric=[False, False, True, True, True])
+    cols, rows = result.contrast_rows()
+    effects = html_table(cols, rows, numeric=[False, False, True, True, True])
+    cols, rows, numeric = result.bin_rows()
+    table = html_table(cols, rows, numeric=numeric)
+    n = result.permutations
     text = (
-        f"<p>{esc(name)} similarity of query and negative classes "
-        f"({esc(result.similarity_source)}), {result.n_pairs:,} pairs of "
-        f"{result.n_queries:,} logged queries. Spearman ρ(rank, similarity) = "
-        f"{result.spearman_rho:.4g} ({esc(p_text(result.p_value, 'permutation p'))}, "
-        f"{result.permutations} permutations; "
-        f"{esc(p_text(result.p_value_analytic, 'analytic p'))}); without same-class pairs ρ = "
-        f"{result.spearman_rho_excluding_same_class:.4g}. ρ &lt; 0: harder negatives belong "
-        "to classes more similar to the query's.</p>"
+        f"<p>{esc(name)} class_similarity of query and negative classes "
+        f"({esc(result.class_similarity_source)}); window: {esc(result.window)}; "
+        f"{result.n_pairs:,} pairs of {result.n_queries:,} logged queries, "
+        f"{result.n_self_negatives_excluded:,} self-negative pairs left out. Effect sizes per "
+        "run (value minus reference; class_similarity over different-class pairs only) with "
+        f"95% intervals from a {esc(result.resampling_text)}, conditional on the run; with "
+        "several runs, their mean with a t-interval over runs.</p>"
     )
-    chart = _chart_img(semantic_chart(result.bins_frame()), "semantic similarity by hardness")
-    return head + text + chart + table + "</section>"
+    rho = (
+        f"<p>Spearman ρ(rank, class_similarity) = {display.number(result.spearman_rho, '.4g')} "
+        f"(permutation {esc(display.p_text(result.p_value, permutations=n))}; "
+        f"analytic {esc(display.p_text(result.p_value_analytic))}); without same-class pairs "
+        f"ρ = {display.number(result.spearman_rho_excluding_same_class, '.4g')}. ρ &lt; 0: "
+        "harder negatives belong to classes more similar to the query's.</p>"
+    )
+    notes = "".join(_note(w) for w in result.warnings)
+    chart = _chart_img(
+        semantic_chart(result.bins_frame(), result.trajectory_frame()),
+        "same-class fraction and class_similarity by hardness, and per epoch",
+    )
+    return head + text + effects + chart + table + rho + notes + "</section>"
 
 
 def consistency_rows(r: ConsistencyResult) -> list[tuple[str, str]]:

@@ -8,14 +8,23 @@ Everything here is tested against hand-computed values, analytic nulls or slow r
 Contents:
 
 * overdispersion of binomial counts: :func:`pearson_dispersion`, :func:`dispersion_statistic`,
-  :func:`chi2_upper_tail`, :func:`tarone_z`, :class:`Overdispersion`;
+  :func:`chi2_upper_tail`, :func:`tarone_z`;
 * exact binomial tests and multiplicity: :func:`binomial_tails`,
   :func:`two_sided_binomial_p`, :func:`benjamini_hochberg`, :func:`holm`;
-* rank correlation: :func:`spearman_test`, :func:`midranks`, :func:`spearman_from_counts`,
-  :func:`spearman_t_pvalue`;
-* resampling: :func:`permutation_p` (the one permutation p-value, with the +1 correction),
-  :func:`bootstrap_ratio_ci`;
-* p-value display: :func:`log10_p` and :data:`P_FLOOR`.
+* rank correlation: :func:`midranks`, :func:`spearman_from_counts`, :func:`spearman_t_pvalue`;
+* permutations: :func:`permutation_p` (the one permutation p-value, with the +1 correction),
+  :class:`StrataShuffle` (uniform permutations within strata);
+* persistence and intraclass correlations (the consistency analysis): :func:`centre_within`,
+  :func:`cell_means`, :func:`additive_fit`, :func:`pair_correlation`,
+  :func:`cross_pair_correlation`, :func:`icc_sums`, :func:`icc_from_sums`, :func:`nested_icc`,
+  :func:`stratum_normal_scores`;
+* resampling: :func:`bootstrap_ratio_ci`, :func:`bootstrap_sums`, :func:`percentile_interval`,
+  :func:`jackknife_interval`; the crossed (two-way) bootstrap of the semantic analysis:
+  :func:`crossed_bootstrap_totals`, :func:`percentile_interval_columns`, :func:`ratio_draws`;
+* paired contrasts over seeds (the band ablation): :func:`mean_and_se`, :func:`t_quantile`,
+  :func:`t_interval`, :func:`t_test_p`, :func:`tost`, :func:`holm`.
+
+p-values are displayed through :mod:`hardstat.display` (``P_FLOOR``).
 """
 
 from __future__ import annotations
@@ -118,42 +127,6 @@ def benjamini_hochberg(p: Any) -> np.ndarray:
     return q
 
 
-def spearman_test(
-    x: Any, y: Any, permutations: int, seed: int
-) -> tuple[float, float, float | None]:
-    """Spearman's rho, its analytic two-sided p (scipy, t approximation) and a permutation p.
-
-    The permutation p-value shuffles ``y`` against ``x`` ``permutations`` times (seeded,
-    vectorised in chunks): ``(1 + #{|rho_perm| >= |rho|}) / (permutations + 1)``.
-    """
-    from scipy.stats import rankdata, spearmanr
-
-    x = np.asarray(x, dtype=np.float64)
-    y = np.asarray(y, dtype=np.float64)
-    rx = rankdata(x)
-    ry = rankdata(y)
-    rx -= rx.mean()
-    ry -= ry.mean()
-    denom = math.sqrt(float(rx @ rx) * float(ry @ ry))
-    if denom == 0:
-        return float("nan"), float("nan"), None
-    rho = float(rx @ ry) / denom
-    p_analytic = float(spearmanr(x, y).pvalue)
-    if permutations <= 0:
-        return rho, p_analytic, None
-    rng = np.random.default_rng(seed)
-    n = x.size
-    chunk = max(1, min(permutations, 4_000_000 // max(n, 1)))
-    hits, done = 0, 0
-    while done < permutations:
-        b = min(chunk, permutations - done)
-        shuffled = rng.permuted(np.tile(ry, (b, 1)), axis=1)
-        rhos = shuffled @ rx / denom
-        hits += int(np.count_nonzero(np.abs(rhos) >= abs(rho) - 1e-12))
-        done += b
-    return rho, p_analytic, (hits + 1) / (permutations + 1)
-
-
 def midranks(values: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Midranks (1-based, ties averaged) of weighted values: ``(rank of each value, total n)``.
 
@@ -194,14 +167,6 @@ def spearman_t_pvalue(rho: float, n: int) -> float:
         return 0.0
     t = rho * math.sqrt((n - 2) / ((1 - rho) * (1 + rho)))
     return float(2 * special.stdtr(n - 2, -abs(t)))
-
-
-def permutation_pvalue(observed: float, perm: np.ndarray) -> float:
-    """Two-sided permutation p: (1 + #{|T_perm| >= |T_obs|}) / (1 + permutations)."""
-    if not math.isfinite(observed) or len(perm) == 0:
-        return float("nan")
-    hits = np.count_nonzero(np.abs(perm) >= abs(observed) * (1 - 1e-12))
-    return float((1 + hits) / (1 + len(perm)))
 
 
 def bootstrap_ratio_ci(
@@ -578,6 +543,8 @@ def jackknife_interval(
     se = math.sqrt((n - 1) / n * float(np.sum((loo - loo.mean()) ** 2)))
     q = float(student_t.ppf(0.5 + level / 2, n - 1))
     return se, estimate - q * se, estimate + q * se
+
+
 # -- paired contrasts over seeds -----------------------------------------------------------------
 # The unit of replication is the seed: x holds one paired difference per seed (band minus
 # reference, the same seed's runs). Every function works along the last axis, so an (S, n) array
@@ -685,3 +652,73 @@ def holm(p: Any) -> np.ndarray:
     scaled = np.minimum(1.0, (m - np.arange(m)) * p[order])
     out[order] = np.maximum.accumulate(scaled)
     return out
+
+
+# -- crossed bootstrap over two ways of grouping the pairs (semantic analysis) ---------------
+# A logged pair (query, negative) belongs to one unit of each factor: e.g. its step (with the
+# step's queries: they share one queue and one encoder state) and its negative (the image,
+# seen by the queries of many steps). Resampling one factor alone treats the other as fixed;
+# the two-way scheme weights every pair by ``W_step + V_negative - 1`` with independent
+# Poisson(1) unit weights, so both sources of dependence enter. Because the weight is additive,
+# the replicate totals need only the per-unit sums of each factor, never the pairs.
+
+
+def crossed_bootstrap_totals(
+    factors: Sequence[np.ndarray], reps: int, rng: np.random.Generator, *, chunk: int = 64
+) -> np.ndarray:
+    """Bootstrap replicates of the column totals of pair-level values, crossed over factors.
+
+    ``factors[f]`` (U_f, M): per unit of factor f, the sums of M pair-level values over the
+    unit's pairs; every pair lies in exactly one unit of each factor, so all factors have the
+    same column totals T (M,). Each replicate draws independent unit weights ``W_f ~
+    Poisson(1)`` (U_f,) for every factor, in factor order, and gives a pair in units
+    ``(u_1, ..., u_F)`` the weight ``sum_f W_f[u_f] - (F - 1)`` (mean 1, variance F); its
+    totals are ``sum_f W_f @ S_f - (F - 1) T``. With one factor this is the Poisson bootstrap
+    of units. The replicate variance of a total is ``sum_f sum_u S_f[u]^2`` (of a ratio of
+    totals, the same over the units' residual sums): the two-way cluster-robust variance
+    (Cameron, Gelbach & Miller 2011) without subtracting its intersection term ``sum over
+    (u, v) cells of S_uv^2``, so conservative by that term; the product-weight "pigeonhole"
+    bootstrap (Owen 2007) adds it once more and needs the per-cell sums. Returns (reps, M).
+    """
+    mats = [np.asarray(f, dtype=np.float64) for f in factors]
+    if not mats:
+        raise ValueError("give at least one factor")
+    total = mats[0].sum(axis=0)  # (M,)
+    for m in mats[1:]:
+        if m.shape[1:] != total.shape or not np.allclose(m.sum(axis=0), total, rtol=1e-9):
+            raise ValueError("every factor must sum to the same column totals")
+    out = np.empty((reps, total.size))
+    for start in range(0, reps, chunk):
+        c = min(chunk, reps - start)
+        acc = np.broadcast_to(-(len(mats) - 1) * total, (c, total.size)).copy()  # (c, M)
+        for m in mats:
+            w = rng.poisson(1.0, size=(c, m.shape[0])).astype(np.float64)  # (c, U_f)
+            acc += w @ m
+        out[start : start + c] = acc
+    return out
+
+
+def percentile_interval_columns(
+    draws: np.ndarray, level: float = 0.95, *, min_finite: float = 0.9
+) -> tuple[np.ndarray, np.ndarray]:
+    """Percentile intervals of bootstrap draws (reps, ...) along the first axis: ``(lo, hi)``,
+    each of shape ``draws.shape[1:]``. Non-finite draws (a ratio whose replicate denominator
+    is not positive) are dropped; where fewer than ``min_finite`` of the draws are finite the
+    interval is NaN (the statistic is not defined often enough to bootstrap)."""
+    d = np.asarray(draws, dtype=np.float64)
+    flat = d.reshape(d.shape[0], -1)  # (reps, k)
+    alpha = (1 - level) / 2 * 100
+    lo, hi = np.full(flat.shape[1], np.nan), np.full(flat.shape[1], np.nan)
+    for k in range(flat.shape[1]):
+        col = flat[:, k][np.isfinite(flat[:, k])]
+        if d.shape[0] and col.size >= min_finite * d.shape[0]:
+            lo[k], hi[k] = np.percentile(col, [alpha, 100 - alpha])
+    return lo.reshape(d.shape[1:]), hi.reshape(d.shape[1:])
+
+
+def ratio_draws(num: np.ndarray, den: np.ndarray) -> np.ndarray:
+    """``num / den`` elementwise, NaN where ``den <= 0`` (an empty or negatively weighted
+    denominator in a bootstrap replicate)."""
+    num, den = np.asarray(num, dtype=np.float64), np.asarray(den, dtype=np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(den > 0, num / np.where(den > 0, den, 1.0), np.nan)

@@ -56,15 +56,31 @@ def test_table(cifar_run: Path, no_corpus: None) -> None:
     result = invoke("analyze", "semantic", cifar_run, "--bins", "0,25,50,100", "-f", "table")
     assert result.exit_code == 0, result.output
     out = result.stdout
-    assert out.startswith("Wu–Palmer similarity of query and negative classes (shipped table")
+    assert out.startswith("Wu–Palmer class_similarity of query and negative classes (shipped")
     lines = out.splitlines()
+    # effect sizes first, then the bins, the trajectory, and the p-values last
+    order = [
+        next(i for i, line in enumerate(lines) if line.startswith(prefix))
+        for prefix in ("Effect sizes", "By hardness bin", "Per epoch", "Spearman rho")
+    ]
+    assert order == sorted(order)
+    assert "95% intervals: two-way bootstrap over steps" in out
+    assert "conditional on each run" in out
+    # K = 8: the hardest 5% is rank 1, two cats of cat queries; all ranks: 4 of 16
+    excess = next(line for line in lines if line.startswith("same-class excess"))
+    assert excess.split()[7:11] == ["c10", "100.00%", "25.00%", "+75.00"]
     header = next(i for i, line in enumerate(lines) if line.startswith("bin %"))
     assert lines[header].split()[:3] == ["bin", "%", "ranks"]
-    # bin 0-25 = ranks 1-2: four cat negatives (similarity 1, same class)
-    assert lines[header + 2].split()[:5] == ["0–25", "1–2", "4", "1.0000", "[1.0000,"]
-    assert "Spearman rho(rank, similarity) = " in out
+    # bin 0-25 = ranks 1-2: four cat negatives (same class), no different-class pair; no
+    # interval: with one step and two negatives, over 10% of the replicates weigh them to 0
+    assert lines[header + 2].split() == ["0–25", "1–2", "4", "100.00", "0", "—"]
+    # bin 25-50 = ranks 3-4: four dogs, Wu-Palmer(cat, dog) = 0.857
+    assert lines[header + 3].split()[-2:] == ["4", "0.8571"]
+    assert "Spearman rho(rank, class_similarity) = " in out
     assert "without same-class pairs (12 pairs)" in out
-    assert result.stderr == ""
+    assert "0 self-negative pairs left out" in out
+    # one logged step: the bootstrap over steps cannot carry the steps' variance
+    assert result.stderr.startswith("warning: run c10 has 1 logged step(s) in the window")
 
 
 def test_json_keys(cifar_run: Path, no_corpus: None) -> None:
@@ -72,19 +88,50 @@ def test_json_keys(cifar_run: Path, no_corpus: None) -> None:
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
     for key in (
-        "measure", "bins", "spearman_rho", "p_value", "spearman_rho_excluding_same_class",
+        "measure", "bins", "contrasts", "seed_contrasts", "trajectory", "window", "resampling",
+        "spearman_rho", "p_value", "spearman_rho_excluding_same_class",
         "p_value_excluding_same_class", "p_value_analytic", "permutations", "bootstrap",
-        "similarity_source", "n_pairs",
+        "class_similarity_source", "n_pairs", "n_self_negatives_excluded", "warnings",
     ):  # fmt: skip
         assert key in data
     assert data["measure"] == "path" and data["permutations"] == 1000
-    assert data["similarity_source"] == "shipped table cifar10"
+    assert data["class_similarity_source"] == "shipped table cifar10"
     assert [(b["lo"], b["hi"]) for b in data["bins"]][:3] == [(0, 0.1), (0.1, 1), (1, 5)]
     for b in data["bins"]:
-        assert {"n_pairs", "mean_similarity", "same_class_fraction", "ci_lo", "ci_hi"} <= set(b)
+        assert {"n_pairs", "same_class_fraction", "class_similarity_different_class"} <= set(b)
     first = data["bins"][0]  # K = 8: the 0-0.1 bin is rank 1, two cat negatives
-    assert (first["n_pairs"], first["mean_similarity"], first["same_class_fraction"]) == (2, 1, 1)
+    assert (first["n_pairs"], first["same_class_fraction"]) == (2, 1)
+    assert first["class_similarity_different_class"] is None  # no different-class pair
     assert data["spearman_rho"] < 0 and data["n_pairs"] == 16
+    assert data["contrasts"][0]["contrast"] == "same_class_excess"
+    assert data["contrasts"][0]["estimate"] == pytest.approx(0.75)
+
+
+def test_several_runs_and_a_window(tmp_path: Path, no_corpus: None) -> None:
+    labels = np.array([3] * 4 + [5] * 4 + [9] * 4)
+    order = {0: [1, 2, 4, 5, 6, 8, 9, 10], 3: [1, 2, 7, 4, 5, 11, 8, 9]}
+    rows = [
+        (step, q, n, r)
+        for step in range(6)
+        for q, negs in order.items()
+        for r, n in enumerate(negs, start=1)
+    ]
+    epochs = [row[0] // 2 for row in rows]
+    runs = []
+    for seed in range(3):
+        cols = {**pairs(rows), "epoch": np.array(epochs, np.int16)}
+        runs.append(write_run(tmp_path, f"s{seed}", queue_size=8, pairs=cols, labels=labels))
+    result = invoke("analyze", "semantic", *runs, "--epochs", "1-", "--permutations", "0")
+    assert result.exit_code == 0, result.output
+    out = result.stdout
+    assert "window: epochs 1-" in out
+    assert "s0: steps 2–5 (epochs 1–2), 4 of 6 logged steps" in out
+    assert "mean of 3 runs" in out and "(t)" in out
+    # the trajectory covers the window's epochs, with the mean over runs
+    header = next(line for line in out.splitlines() if line.startswith("epoch "))
+    assert header.split() == ["epoch", "s0", "s1", "s2", "mean", "[95%", "t]"]
+    bad = invoke("analyze", "semantic", *runs, "--steps", "100-")
+    assert bad.exit_code == 1 and "no run has a logged step in the window" in bad.stderr
 
 
 @pytest.mark.parametrize("suffix", [".png", ".json", ".html"])
@@ -93,7 +140,7 @@ def test_chart_file(cifar_run: Path, tmp_path: Path, suffix: str, no_corpus: Non
     result = invoke("analyze", "semantic", cifar_run, "--permutations", "0", "--out", out)
     assert result.exit_code == 0, result.output
     assert out.stat().st_size > 1000 and f"wrote {out}" in result.stderr
-    if suffix == ".json":
+    if suffix == ".json":  # no trajectory panel: rank 1 holds no different-class pair
         assert len(json.loads(out.read_text())["vconcat"]) == 2
 
 
@@ -105,6 +152,10 @@ def test_usage_errors_exit_2(cifar_run: Path, tmp_path: Path) -> None:
         ["--measure", "jcn"],
         ["--bootstrap", "-1"],
         ["--out", tmp_path / "x.pdf"],
+        ["--epochs", "3-1"],
+        ["--epochs", "x"],
+        ["--steps", "-4"],
+        ["--resampling", "pairs"],
     ):
         result = invoke("analyze", "semantic", cifar_run, *args)
         assert result.exit_code == 2, (args, result.output)
@@ -130,7 +181,8 @@ def test_errors_are_one_line(tmp_path: Path, no_corpus: None) -> None:
 def test_help_documents_the_command() -> None:
     result = invoke("analyze", "semantic", "--help")
     assert result.exit_code == 0
-    for word in ("--measure", "--bins", "--bootstrap", "--permutations", "--format", "--out"):
+    for word in ("--measure", "--bins", "--bootstrap", "--permutations", "--format", "--out",
+                 "--epochs", "--steps", "--resampling"):  # fmt: skip
         assert word in result.stdout
 
 
@@ -140,7 +192,7 @@ def test_docs_describe_every_option() -> None:
     wide = runner.invoke(app, ["analyze", "semantic", "--help"], env={"COLUMNS": "240"})
     help_text = " ".join(wide.stdout.split())
     for word in ("--measure", "--bins", "--bootstrap", "--permutations", "--seed", "--format",
-                 "--out"):  # fmt: skip
+                 "--out", "--epochs", "--steps", "--resampling"):  # fmt: skip
         assert word in help_text and word in section, word
     for command, options in (
         ("install", ("--from", "--target", "--force")),

@@ -1,4 +1,4 @@
-"""``hardstat analyze semantic``: are hard negatives semantically similar to their query?"""
+"""``hardstat analyze semantic``: are hard negatives semantically close to their query?"""
 
 from __future__ import annotations
 
@@ -16,12 +16,21 @@ if TYPE_CHECKING:
     from hardstat.analysis.semantic import SemanticResult
 
 DEFAULT_EDGES = "0,0.1,1,5,10,25,50,75,95,100"
+MAX_EPOCH_ROWS = 25
+"""The text trajectory shows at most this many epochs (evenly spaced; all are in the JSON)."""
 
 
 class Measure(StrEnum):
     wup = "wup"
     path = "path"
     lch = "lch"
+
+
+class Resampling(StrEnum):
+    step_negative = "step-negative"
+    query_negative = "query-negative"
+    step = "step"
+    query = "query"
 
 
 class SemanticFormat(StrEnum):
@@ -36,16 +45,33 @@ def semantic(
         list[str],
         typer.Argument(
             metavar="RUN...",
-            help="Runs to pool (run directories, sweep directories or globs).",
+            help="Runs (seeds) to analyse: run directories, sweep directories or globs.",
             show_default=False,
         ),
     ],
     measure: Annotated[
         Measure,
         typer.Option(
-            help="WordNet similarity of two classes: wup (Wu-Palmer), path, lch (Leacock-Chodorow)."
+            help="WordNet class_similarity of two classes: wup (Wu-Palmer), path, lch "
+            "(Leacock-Chodorow)."
         ),
     ] = Measure.wup,
+    epochs: Annotated[
+        str | None,
+        typer.Option(
+            help="Epochs to analyse, A-B, A- (from A on) or A, counted from 0; 0- for all. "
+            "Default (neither --epochs nor --steps): late training, the last third of each "
+            "run's logged steps.",
+            show_default=False,
+        ),
+    ] = None,
+    steps: Annotated[
+        str | None,
+        typer.Option(
+            help="Global steps to analyse, A-B, A- or A (with --epochs: both must hold).",
+            show_default=False,
+        ),
+    ] = None,
     bins: Annotated[
         str,
         typer.Option(
@@ -53,9 +79,17 @@ def semantic(
             "100·(rank-1)/K), increasing, comma-separated."
         ),
     ] = DEFAULT_EDGES,
+    resampling: Annotated[
+        Resampling,
+        typer.Option(
+            help="Bootstrap design of the intervals within a run: step-negative (two-way: "
+            "steps with their queries x negatives), query-negative, step, or query (too "
+            "narrow: ignores the shared queue and encoder; for comparison)."
+        ),
+    ] = Resampling.step_negative,
     bootstrap: Annotated[
         int,
-        typer.Option(help="Bootstrap replicates (resampling queries) for the 95% CIs; 0: none."),
+        typer.Option(help="Bootstrap replicates for the 95% intervals; 0: none."),
     ] = 1000,
     permutations: Annotated[
         int,
@@ -70,22 +104,28 @@ def semantic(
     out: Annotated[
         Path | None,
         typer.Option(
-            help="Also write the chart (similarity and same-class fraction by hardness bin) to "
+            help="Also write the chart (same-class fraction and different-class "
+            "class_similarity by hardness bin, and the headline contrast per epoch) to "
             "x.html, x.png, x.svg or x.json.",
             show_default=False,
         ),
     ] = None,
 ) -> None:
-    """WordNet similarity of query and negative classes by hardness, with a null model.
+    """WordNet class_similarity of query and negative classes by hardness: effect sizes with
+    honest intervals, then a null model.
 
-    Per hardness bin of the rank percentile 100·(rank-1)/K (hard to easy): pairs, mean WordNet
-    similarity of the query's and the negative's classes, and the same-class fraction, with
-    95% bootstrap CIs over queries. Spearman's rho of rank and similarity over all pairs and
-    without same-class pairs, with a permutation p-value (labels of negatives shuffled) and
-    the analytic one. CIFAR-10/100 runs use shipped similarity tables; other datasets need
-    WordNet (`hardstat wordnet install`).
+    Effect sizes per run, with 95% intervals from a two-way bootstrap over steps (each with its
+    queries) x negatives, conditional on the run: the same-class excess in the hardest 5% over
+    chance, the class_similarity gap of different-class pairs between the hardest 5% and the
+    25-75% bins (the headline), and between the easiest 5% and the 50-75% bin (the U shape).
+    With several runs (seeds), their mean with a t-interval over runs. Per hardness bin (runs
+    pooled): pairs, same-class fraction, and mean class_similarity of different-class pairs only.
+    The headline contrast per epoch. Then Spearman's rho of rank and class_similarity with a
+    label-permutation p-value. Self-negatives (a query's own image) are left out and counted.
+    CIFAR-10/100 runs use shipped tables; other datasets need WordNet (`hardstat wordnet
+    install`). See docs/analyses.md.
 
-    Example: `hardstat analyze semantic runs/c10 --measure lch --out semantic.png`
+    Example: `hardstat analyze semantic runs/c10-s0 runs/c10-s1 runs/c10-s2 --out semantic.png`
     """
     from hardstat.charts import FORMATS
 
@@ -99,7 +139,7 @@ def semantic(
         raise typer.BadParameter("use 0 or more", param_hint="--bootstrap")
 
     from hardstat.analysis import logs
-    from hardstat.analysis.semantic import bins_from_edges
+    from hardstat.analysis.semantic import bins_from_edges, parse_range
     from hardstat.analysis.semantic import semantic as run_semantic
     from hardstat.errors import ConfigError
 
@@ -107,6 +147,12 @@ def semantic(
         bin_spec = bins_from_edges([e.strip() for e in bins.split(",") if e.strip()])
     except ConfigError as e:
         raise typer.BadParameter(str(e), param_hint="--bins") from None
+    ranges = {}
+    for hint, text in (("--epochs", epochs), ("--steps", steps)):
+        try:
+            ranges[hint] = parse_range(text, hint[2:]) if text is not None else None
+        except ConfigError as e:
+            raise typer.BadParameter(str(e), param_hint=hint) from None
 
     con = logs.connect(logs.find_runs(runs))
     try:
@@ -117,9 +163,14 @@ def semantic(
             bootstrap=bootstrap,
             permutations=permutations,
             seed=seed,
+            epochs=ranges["--epochs"],
+            steps=ranges["--steps"],
+            resampling=resampling.value,
         )
     finally:
         con.close()
+    for warning in result.warnings:
+        typer.echo(f"warning: {warning}", err=True)
     if fmt is SemanticFormat.json:
         typer.echo(json.dumps(result.to_dict(), indent=2))
     else:
@@ -128,70 +179,110 @@ def semantic(
         from hardstat.charts import save_chart
         from hardstat.charts.semantic import semantic_chart
 
-        save_chart(semantic_chart(result.bins_frame()), out)
+        save_chart(semantic_chart(result.bins_frame(), result.trajectory_frame()), out)
         typer.echo(f"wrote {out}", err=True)
 
 
 def render(result: SemanticResult) -> list[str]:
-    """The result as text: one table row per hardness bin, then Spearman's rho and p-values."""
+    """The result as text: effect sizes first (per run, then over runs), the bins, the
+    trajectory of the headline contrast, then Spearman's rho and its p-values."""
+    from hardstat import display
+    from hardstat.analysis.semantic import CONTRASTS, HEADLINE
     from hardstat.analysis.wordnet import MEASURE_TITLES
     from hardstat.cli.sql import format_table
 
     name = MEASURE_TITLES.get(result.measure, result.measure)
-    runs = ", ".join(result.runs)
-    head = [
-        f"{name} similarity of query and negative classes ({result.similarity_source}; "
-        f"same class = {result.diagonal:.4g}); runs: {runs}",
-        f"{result.n_pairs:,} pairs of {result.n_queries:,} logged queries; "
-        f"95% CIs: {result.bootstrap} bootstrap replicates over queries",
-        "",
+    diagonal = "" if display.missing(result.diagonal) else f"; same class = {result.diagonal:.4g}"
+    lines = [
+        f"{name} class_similarity of query and negative classes "
+        f"({result.class_similarity_source}{diagonal})",
+        f"window: {result.window}",
     ]
-    ranks = any(b.rank_first is not None for b in result.bins)
-    cols = ["bin %", *(["ranks"] if ranks else []), "pairs", "mean similarity [95% CI]"]
-    cols += ["same class % [95% CI]"]
-    rows = []
-    for b in result.bins:
-        row = [b.label]
-        if ranks:
-            empty = b.rank_first is None or b.rank_last is None or b.rank_first > b.rank_last
-            one = b.rank_first == b.rank_last
-            row.append(
-                "—" if empty else str(b.rank_first) if one else f"{b.rank_first}–{b.rank_last}"
-            )
-        row += [
-            f"{b.n_pairs:,}",
-            _ci(b.mean_similarity, b.ci_lo, b.ci_hi, 1, 4),
-            _ci(b.same_class_fraction, b.same_class_ci_lo, b.same_class_ci_hi, 100, 2),
-        ]
-        rows.append(row)
-    all_row = ["all", *([""] if ranks else []), f"{result.n_pairs:,}"]
-    all_row += [f"{result.mean_similarity:.4f}", f"{100 * result.same_class_fraction:.2f}"]
-    rows.append(all_row)
-    table = format_table(cols, rows, [False, *([False] if ranks else []), True, True, True])
-    perm = f"{result.permutations} permutations of the negatives' labels"
-    return [
-        *head,
-        *table,
+    for s in result.run_summaries:
+        where = (
+            f"steps {s.first_step}–{s.last_step} (epochs {s.first_epoch}–{s.last_epoch}), "
+            f"{s.steps} of {s.logged_steps} logged steps"
+            if s.steps
+            else "no step"
+        )
+        lines.append(
+            f"  {s.run}: {where}; {s.n_pairs:,} pairs, {s.n_queries:,} queries, "
+            f"{s.n_negatives:,} negatives; {s.n_self_negatives_excluded:,} self-negative "
+            "pairs left out"
+        )
+    lines += [
+        f"95% intervals: {result.resampling_text}, {result.bootstrap} replicates; conditional "
+        "on each run (they say nothing about other seeds)",
         "",
-        f"Spearman rho(rank, similarity) = {_num(result.spearman_rho)}: permutation p = "
-        f"{_num(result.p_value)} ({perm}), analytic p = {_num(result.p_value_analytic)}",
+        "Effect sizes (value minus reference; hardest 5% = ranks with 100·(rank−1)/K < 5; "
+        "class_similarity over different-class pairs only):",
+    ]
+    cols, rows = result.contrast_rows()
+    lines += format_table(cols, rows, [False, False, True, True, True])
+    if result.seed_contrasts:
+        lines.append(
+            "mean of runs: seeds as the unit, 95% t-interval over runs (n − 1 df); per run: "
+            "the bootstrap interval"
+        )
+
+    lines += ["", "By hardness bin (runs pooled; class_similarity over different-class pairs):"]
+    cols, rows, numeric = result.bin_rows()
+    lines += format_table(cols, rows, numeric)
+
+    headline = next(c for c in CONTRASTS if c.name == HEADLINE)
+    lines += [
+        "",
+        f"Per epoch, the headline contrast: {': '.join(headline.short)} (point estimates; "
+        "* = in the window):",
+    ]
+    lines += _trajectory_table(result, HEADLINE)
+
+    n = result.permutations
+    lines += [
+        "",
+        f"Spearman rho(rank, class_similarity) = {display.number(result.spearman_rho, '.4f')}"
+        f" ({result.n_pairs:,} pairs): permutation {display.p_text(result.p_value, permutations=n)}"
+        f", analytic {display.p_text(result.p_value_analytic)}",
         f"without same-class pairs ({result.n_pairs_excluding_same_class:,} pairs): rho = "
-        f"{_num(result.spearman_rho_excluding_same_class)}, permutation p = "
-        f"{_num(result.p_value_excluding_same_class)}, analytic p = "
-        f"{_num(result.p_value_analytic_excluding_same_class)}",
-        "rho < 0: harder negatives (smaller rank) belong to classes more similar to the "
-        "query's; the analytic p treats pairs as independent, read the permutation p.",
+        f"{display.number(result.spearman_rho_excluding_same_class, '.4f')}, permutation "
+        f"{display.p_text(result.p_value_excluding_same_class, permutations=n)}, analytic "
+        f"{display.p_text(result.p_value_analytic_excluding_same_class)}",
+        "rho < 0: harder negatives (smaller rank) belong to classes more similar to the query's. "
+        "The permutation p shuffles the negatives' labels within each run; the analytic p "
+        "treats pairs as independent, which they are not.",
     ]
+    return lines
 
 
-def _num(value: float) -> str:
-    return "—" if value != value else f"{value:.4g}"  # NaN -> dash
+def _trajectory_table(result: SemanticResult, contrast: str) -> list[str]:
+    from hardstat import display
+    from hardstat.analysis.semantic import CONTRASTS, contrast_text
+    from hardstat.cli.sql import format_table
 
-
-def _ci(value: float, lo: float, hi: float, scale: float, digits: int) -> str:
-    if value != value:
-        return "—"
-    text = f"{scale * value:.{digits}f}"
-    if lo == lo and hi == hi:
-        text += f" [{scale * lo:.{digits}f}, {scale * hi:.{digits}f}]"
-    return text
+    kind = next(c.kind for c in CONTRASTS if c.name == contrast)
+    points = [t for t in result.trajectory if t.contrast == contrast]
+    epochs = sorted({t.epoch for t in points})
+    if not epochs:
+        return ["(no epoch)"]
+    shown = epochs
+    if len(epochs) > MAX_EPOCH_ROWS:
+        idx = {round(i * (len(epochs) - 1) / (MAX_EPOCH_ROWS - 1)) for i in range(MAX_EPOCH_ROWS)}
+        shown = [epochs[i] for i in sorted(idx)]
+    several = len(result.runs) > 1
+    cols = ["epoch", *result.runs, *(["mean [95% t]"] if several else [])]
+    rows = []
+    for e in shown:
+        at = {t.run: t for t in points if t.epoch == e}
+        inw = any(t.in_window for t in at.values())
+        row = [f"{e}{'*' if inw else ''}"]
+        for run in result.runs:
+            t = at.get(run)
+            row.append(contrast_text(kind, t.estimate, t.ci_lo, t.ci_hi) if t else display.DASH)
+        if several:
+            m = at.get(None)
+            row.append(contrast_text(kind, m.estimate, m.ci_lo, m.ci_hi) if m else display.DASH)
+        rows.append(row)
+    out = format_table(cols, rows, [False, *([True] * (len(cols) - 1))])
+    if shown is not epochs:
+        out.append(f"({len(shown)} of {len(epochs)} epochs, evenly spaced; all in --format json)")
+    return out
