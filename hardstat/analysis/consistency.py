@@ -587,7 +587,10 @@ class ConsistencyResult:
                 "lo": [p.ci[0] if math.isfinite(p.ci[0]) else p.statistic],
                 "hi": [p.ci[1] if math.isfinite(p.ci[1]) else p.statistic],
                 "p": [p.p_value],
-                "label": [f"observed {p.statistic:.4f}"],
+                "label": [
+                    f"observed {display.estimate(p.statistic, p.ci[0], p.ci[1], '.4f')} (line, "
+                    f"band); {display.p_text(p.p_value, permutations=p.permutations)}"
+                ],
             }
         )
         z = self.per_negative.filter(pl.col("p").is_not_null())["z"].to_numpy()
@@ -679,9 +682,10 @@ class _PersistenceNull:
         return float(s @ s) - self.sq
 
     def draws(self, permutations: int, rng: np.random.Generator) -> np.ndarray:
+        shuffled = self.shuffle.permuter(self.group)
         out = np.empty(permutations)
         for i in range(permutations):
-            out[i] = self.numerator(self.group[self.shuffle.draw(rng)])
+            out[i] = self.numerator(shuffled(rng))
         return out
 
 

@@ -30,7 +30,7 @@ p-values are displayed through :mod:`hardstat.display` (``P_FLOOR``).
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -269,6 +269,27 @@ class StrataShuffle:
             shuffled = rng.permuted(table, axis=1)
             idx[dest] = shuffled[shuffled >= 0]
         return idx
+
+    def permuter(self, values: Any) -> Callable[[np.random.Generator], np.ndarray]:
+        """A function that returns ``values`` (non-negative integers, one per position)
+        permuted within strata, ``values[draw(rng)]`` in distribution, without the index
+        array: the padded tables hold the values themselves."""
+        values = np.asarray(values)
+        if values.shape != (self.n,) or (values.size and values.min() < 0):
+            raise ValueError("values must be one non-negative integer per position")
+        tables = [
+            (np.where(table >= 0, values[np.maximum(table, 0)], -1), dest)
+            for table, dest in self._groups
+        ]
+
+        def draw(rng: np.random.Generator) -> np.ndarray:
+            out = np.empty(self.n, values.dtype)
+            for table, dest in tables:
+                shuffled = rng.permuted(table, axis=1)
+                out[dest] = shuffled[shuffled >= 0]
+            return out
+
+        return draw
 
 
 # -- persistence: correlation between different items of one group ---------------------------

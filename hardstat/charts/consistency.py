@@ -74,11 +74,12 @@ def persistence_chart(null: pl.DataFrame, observed: pl.DataFrame) -> Any:
         x="statistic:Q",
         tooltip=[alt.Tooltip("statistic:Q", format=".4f"), alt.Tooltip("p:Q", format=".4f")],
     )
-    label = obs.mark_text(align="left", dx=4, dy=-6, color="#4c78a8").encode(
-        x="statistic:Q", y=alt.value(8), text="label:N"
-    )
-    return alt.layer(bars, band, rule, label).properties(
-        width=300, height=200, title="Persistence across keys vs its permutation null"
+    row = observed.row(0, named=True) if observed.height else {}
+    subtitle = row.get("label", "")
+    return alt.layer(bars, band, rule).properties(
+        width=300,
+        height=200,
+        title=alt.TitleParams("Persistence across keys vs its permutation null", subtitle=subtitle),
     )
 
 

@@ -40,6 +40,25 @@ def test_strata_shuffle_stays_within_blocks_and_is_a_permutation() -> None:
         stats.StrataShuffle(np.array([1, 0]))
 
 
+def test_strata_permuter_moves_values_like_draw() -> None:
+    rng = np.random.default_rng(10)
+    stratum = np.repeat(np.arange(30), rng.integers(1, 12, 30))
+    values = rng.integers(0, 50, stratum.size)
+    sh = stats.StrataShuffle(stratum, bucket=4)
+    shuffled = sh.permuter(values)
+    for _ in range(10):
+        out = shuffled(rng)
+        for s_ in range(30):
+            block = stratum == s_
+            assert sorted(out[block]) == sorted(values[block])
+    # the same generator state gives the same arrangement as draw()
+    a = sh.permuter(values)(np.random.default_rng(3))
+    b = values[sh.draw(np.random.default_rng(3))]
+    assert np.array_equal(a, b)
+    with pytest.raises(ValueError):
+        sh.permuter(-values - 1)
+
+
 def test_strata_shuffle_is_uniform_over_all_arrangements() -> None:
     """Blocks of 3 and 2: each of the 3! x 2! = 12 joint arrangements equally often."""
     stratum = np.array([0, 0, 0, 1, 1])

@@ -135,7 +135,7 @@ def test_lightly_example_log_is_analysed_and_reported(tmp_path: Path) -> None:
         app, ["analyze", "semantic", str(run), "--permutations", "200", "--bootstrap", "200"]
     )
     assert semantic.exit_code == 0, semantic.output
-    assert "Spearman rho(rank, similarity)" in semantic.stdout
+    assert "Spearman rho(rank, class_similarity)" in semantic.stdout
     report = cli.invoke(app, ["report", str(run), "--out", str(tmp_path / "r.html")])
     assert report.exit_code == 0, report.output
     html = (tmp_path / "r.html").read_text()
