@@ -65,5 +65,12 @@ def _options(
 
 
 def main() -> None:
-    """Console entry point."""
+    """Console entry point. stderr is wrapped so that a closed or broken stderr (a dead
+    ``tee``, ``2>&1 | head``) can never end a command, training included."""
+    import sys
+
+    from hardstat.display import SafeStream
+
+    if not isinstance(sys.stderr, SafeStream):
+        sys.stderr = SafeStream(sys.stderr)
     app()
