@@ -13,10 +13,11 @@ import functools
 import os
 import sys
 from collections.abc import Callable
-from typing import ParamSpec, TypeVar
+from typing import NoReturn, ParamSpec, TypeVar
 
 import typer
 
+from hardstat import interrupts
 from hardstat.display import printable
 from hardstat.errors import HardstatError
 from hardstat.runs import main_process
@@ -47,20 +48,37 @@ def reports_errors(command: Callable[P, R]) -> Callable[P, R]:
     @functools.wraps(command)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         try:
-            return command(*args, **kwargs)
-        except HardstatError as e:
-            if not e.reported_elsewhere:
-                where = "" if main_process() else f"[process {os.environ['RANK']}] "
-                note(f"{where}Error: {printable(e)}")
-            raise typer.Exit(e.exit_code) from None
-        except KeyboardInterrupt:
-            note("Error: interrupted (Ctrl-C)")
+            return _run(*args, **kwargs)
+        except KeyboardInterrupt:  # a late Ctrl-C, while an error was being reported
             raise typer.Exit(130) from None
-        except BrokenPipeError:
-            _silence_stdout()
-            raise typer.Exit(EXIT_BROKEN_PIPE) from None
+
+    def _run(*args: P.args, **kwargs: P.kwargs) -> R:
+        with interrupts.cli_session():
+            try:
+                return command(*args, **kwargs)
+            except HardstatError as e:
+                if interrupts.stop_reason() == "interrupt":
+                    _interrupted()
+                if not e.reported_elsewhere:
+                    where = "" if main_process() else f"[process {os.environ['RANK']}] "
+                    note(f"{where}Error: {printable(e)}")
+                raise typer.Exit(e.exit_code) from None
+            except KeyboardInterrupt:
+                _interrupted()
+            except BrokenPipeError:
+                _silence_stdout()
+                raise typer.Exit(EXIT_BROKEN_PIPE) from None
+            except Exception:
+                if interrupts.stop_reason() == "interrupt":  # e.g. "RuntimeError: Query
+                    _interrupted()  # interrupted" from a result stream
+                raise
 
     return wrapper
+
+
+def _interrupted() -> NoReturn:
+    note("Error: interrupted (Ctrl-C)")
+    raise typer.Exit(130) from None
 
 
 def _silence_stdout() -> None:
