@@ -28,6 +28,7 @@ _targets: list[Any] = []
 _reason: str | None = None
 _limit: float | None = None
 _armed: _Watcher | None = None
+_session_timer: threading.Timer | None = None
 
 
 def stop_reason() -> str | None:
@@ -55,12 +56,15 @@ def _stop(reason: str) -> None:
 def cli_session() -> Iterator[None]:
     """The span of one CLI command: connections registered during it can be stopped by
     Ctrl-C; afterwards the previous signal handling is back."""
-    global _session, _reason, _limit
+    global _session, _reason, _limit, _session_timer
     _session, _reason, _limit = True, None, None
     try:
         yield
     finally:
         _disarm()
+        if _session_timer is not None:
+            _session_timer.cancel()
+            _session_timer = None
         with _lock:
             _targets.clear()
         _session = False
@@ -68,12 +72,30 @@ def cli_session() -> Iterator[None]:
 
 def register(target: Any) -> None:
     """Make ``target`` (anything with ``interrupt()``, e.g. a DuckDB connection) stoppable by
-    Ctrl-C during a CLI command; outside one (library use) nothing changes."""
+    Ctrl-C during a CLI command; outside one (library use) nothing changes. With
+    ``HARDSTAT_TIMEOUT=SECONDS`` in the environment, the command's queries are stopped once
+    that many seconds have passed since the first connection opened (the analyses and the
+    report have no ``--timeout`` option of their own)."""
+    global _session_timer, _limit
     if not _session:
         return
     with _lock:
         _targets.append(target)
     _arm()
+    seconds = _env_seconds("HARDSTAT_TIMEOUT")
+    if seconds and _session_timer is None:
+        _limit = seconds
+        _session_timer = threading.Timer(seconds, _stop, ("timeout",))
+        _session_timer.daemon = True
+        _session_timer.start()
+
+
+def _env_seconds(name: str) -> float | None:
+    try:
+        value = float(os.environ.get(name, "") or 0)
+    except ValueError:
+        return None
+    return value if value > 0 else None
 
 
 @contextlib.contextmanager
