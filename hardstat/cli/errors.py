@@ -68,6 +68,12 @@ def reports_errors(command: Callable[P, R]) -> Callable[P, R]:
             except BrokenPipeError:
                 _silence_stdout()
                 raise typer.Exit(EXIT_BROKEN_PIPE) from None
+            except OSError as e:  # a writer without its own message: disk full, permission
+                if interrupts.stop_reason() == "interrupt":
+                    _interrupted()
+                what = f" {e.filename}" if e.filename else ""
+                note(f"Error: cannot access{printable(what)} ({printable(e.strerror or e)})")
+                raise typer.Exit(1) from None
             except Exception:
                 if interrupts.stop_reason() == "interrupt":  # e.g. "RuntimeError: Query
                     _interrupted()  # interrupted" from a result stream

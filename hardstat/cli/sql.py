@@ -474,16 +474,20 @@ def _write_parquet(schema: pa.Schema, batches: Iterator[pa.RecordBatch], out: Pa
     """Write every batch to ``out`` (atomically: a hidden temporary file, then a rename)."""
     import pyarrow.parquet as pq
 
+    from hardstat.runs import write_failed
+
     out = out.expanduser()
-    out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp")
     rows = 0
     try:
+        out.parent.mkdir(parents=True, exist_ok=True)
         with pq.ParquetWriter(tmp, schema, compression="zstd") as writer:
             for batch in batches:
                 writer.write_batch(batch)
                 rows += batch.num_rows
         os.replace(tmp, out)
+    except OSError as e:
+        raise write_failed(out, e, "run the query again") from e
     finally:
         tmp.unlink(missing_ok=True)
     return rows
