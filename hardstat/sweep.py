@@ -290,7 +290,7 @@ def load(out: Path) -> Sweep | None:
         planned = tuple(
             PlannedRun(
                 i,
-                r["name"],
+                runs.check_run_name(r["name"]),  # one path component: never outside the sweep
                 r["band"],
                 int(r["seed"]),
                 cfg.TrainConfig.from_dict(r["config"]),

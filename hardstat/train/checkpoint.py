@@ -11,6 +11,7 @@ a silently wrong resume.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 from pathlib import Path
 from typing import Any
@@ -50,8 +51,13 @@ def save_checkpoint(path: Path, state: dict[str, Any], *, todo: str = "try again
             tmp.unlink(missing_ok=True)
         if isinstance(e, OSError):
             raise runs.write_failed(path, e, todo) from e
+        # torch's zip writer reports a short write (a full disk or quota) as "unexpected pos"
+        short = "unexpected pos" in str(e)
+        reason = "No space left on device" if short else "the write failed"
         raise runs.write_failed(
-            path, OSError(0, f"the write failed: {_first_line(e)}; is the disk full?"), todo
+            path,
+            OSError(errno.ENOSPC if short else 0, f"{reason}; torch: {_first_line(e)}"),
+            todo,
         ) from e
     runs.fsync_dir(path.parent)
 
