@@ -167,6 +167,12 @@ def wait_for(moment: str, w: Watch, rng: random.Random, limit: float = 30) -> st
     if moment == "random":
         time.sleep(rng.uniform(2.5, 7.0))  # interpreter start and torch import take ~2-3 s
         return "random"
+    if moment == "training":  # at a random time once the run has checkpointed (is training)
+        checkpoint = w.run_dir / "checkpoints" / "last.pt"
+        while time.monotonic() < t_end and not w.done() and not checkpoint.is_file():
+            time.sleep(0.01)
+        time.sleep(rng.uniform(0.0, 2.0))
+        return "training"
     evals, flushes = w.evals, w.steps_files()
     started = time.monotonic()
     while time.monotonic() < t_end and not w.done():
@@ -205,9 +211,11 @@ def kill_cycle(
         if w.done():  # finished (or failed) before the moment: note and go on
             what = f"{moment}: ended first (exit {w.proc.returncode})"
         else:
-            if torchrun:  # one worker: a grandchild of the launcher
+            if torchrun:  # one worker process (a child of the launcher)
                 workers = children(w.proc.pid)
-                os.kill(rng.choice(workers) if workers else w.proc.pid, sig)
+                victim = rng.choice(workers) if workers else w.proc.pid
+                what += f" (worker {workers.index(victim)})" if workers else " (launcher)"
+                os.kill(victim, sig)
             else:
                 w.proc.send_signal(sig)
         try:
@@ -257,7 +265,7 @@ def children(pid: int) -> list[int]:
 # -- modes ---------------------------------------------------------------------------------------
 def mode_signals(root: Path, sig: signal.Signals, kills: int, seed: int) -> dict[str, Any]:
     ref = reference_run(root)
-    moments = ["random", "checkpoint", "flush", "eval"] if sig == signal.SIGKILL else ["random"]
+    moments = ["random", "checkpoint", "flush", "eval"] if sig == signal.SIGKILL else ["training"]
     name = f"{sig.name.lower()}-run"
     result = kill_cycle(root, name, kills, sig, moments, seed)
     result.update(compare(root / name, ref))
@@ -269,6 +277,8 @@ def mode_signals(root: Path, sig: signal.Signals, kills: int, seed: int) -> dict
         and result["weights_identical"]
         and result["status"] == "finished"
         and (not clean or result["tracebacks"] == 0)
+        # a clean stop: every signal during training ends with exit 130 (status interrupted)
+        and (not clean or set(result["exit_codes"]) <= {"130", "0"})
     )
     return result
 
@@ -277,7 +287,7 @@ def mode_torchrun(root: Path, kills: int, seed: int) -> dict[str, Any]:
     ref_root = root / "ddp"
     ref_root.mkdir(exist_ok=True)
     ref = reference_run(ref_root, torchrun=2)
-    result = kill_cycle(ref_root, "killed", kills, signal.SIGKILL, ["random"], seed, torchrun=2)
+    result = kill_cycle(ref_root, "killed", kills, signal.SIGKILL, ["training"], seed, torchrun=2)
     result.update(compare(ref_root / "killed", ref))
     result["ok"] = (
         result["lost"] == 0 and result["duplicated"] == 0 and result["readable"]

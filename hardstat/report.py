@@ -547,6 +547,24 @@ figure.query img{border-color:#1565c0}
 """
 
 
+def _check_target(out: Path) -> None:
+    """Fail before the analyses when the report could not be written where asked."""
+    import os
+
+    from hardstat.errors import WriteError
+
+    if out.is_dir():
+        raise ConfigError(f"--out {out} is a directory; give a file name ending in .html")
+    parent = out.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        raise WriteError(
+            f"cannot write {out} (Permission denied: {parent} is not writable); choose another "
+            "--out"
+        )
+
+
 def build_report(
     run_specs: Sequence[str | Path],
     *,
@@ -590,6 +608,7 @@ def build_report(
         raise ConfigError(f"measure must be one of {', '.join(MEASURES)}, got {measure!r}")
     if parse_band(band).is_random:
         raise ConfigError(f"band {band!r} is random and has no ranks; give ranks, e.g. 0-5")
+    _check_target(out)
     say = progress or (lambda _msg: None)
     infos = logs.find_runs(run_specs)
     con = logs.connect(infos)

@@ -23,7 +23,7 @@ import hardstat
 from hardstat import runs, schema
 from hardstat.config import TrainConfig
 from hardstat.display import SafeStream
-from hardstat.errors import CheckpointError, ConfigError, RunError
+from hardstat.errors import CheckpointError, ConfigError, LogError, RunError
 from hardstat.logwriter import RunLogWriter, set_aside_uncommitted
 from hardstat.train import distributed
 from hardstat.train.augment import MocoV2Augment, eval_transform
@@ -238,6 +238,14 @@ def _train(
     lock = runs.RunLock(run_dir) if procs.main else None
     try:
         return _train_locked(config, run_dir, procs, device, resume, progress, stop_after, lock)
+    except LogError as e:
+        if not isinstance(e.__cause__, OSError):
+            raise
+        # a log file could not be written (disk full...): the last checkpoint is intact
+        again = shlex.join(["hardstat", "train", "--resume", str(run_dir)])
+        raise e.reworded(
+            f"{e}; fix that (e.g. free some space), then continue with: {again}"
+        ) from e
     finally:
         if lock is not None:
             lock.release()

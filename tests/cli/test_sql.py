@@ -369,3 +369,21 @@ def test_terminal_escapes_in_run_data_are_shown_escaped(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     assert "\x1b" not in result.stdout and "\r" not in result.stdout and "\x07" not in result.stdout
     assert "cat\\x1b[2J\\x1b]0;pwned\\x07" in result.stdout and "dog\\rX" in result.stdout
+
+
+def test_parquet_out_on_a_full_disk_is_one_line(
+    sweep: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import pyarrow.parquet as pq_module
+
+    out = tmp_path / "o.parquet"
+
+    class Full(pq_module.ParquetWriter):  # type: ignore[misc]
+        def write_batch(self, *args: Any, **kwargs: Any) -> None:
+            raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(pq_module, "ParquetWriter", Full)
+    result = invoke("sql", sweep, "SELECT * FROM pairs", "-f", "parquet", "--out", out)
+    assert result.exit_code == 1 and "No space left on device" in result.stderr
+    assert result.stderr.count("\n") == 1 and not out.exists()
+    assert not list(tmp_path.glob(".*.tmp"))

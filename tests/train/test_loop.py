@@ -457,3 +457,40 @@ def test_read_only_run_directory_on_resume(tmp_path: Path, monkeypatch: pytest.M
     monkeypatch.setattr(_os, "open", read_only)
     with pytest.raises(WriteError, match=r"cannot write .*\.lock \(Permission denied\)"):
         train(TINY, run_dir, resume=True, progress=False)
+
+
+def test_disk_full_while_writing_the_log_keeps_the_run_resumable(
+    recorded_run: tuple[Path, Ledger], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A log part that cannot be written (ENOSPC at its rename) ends training with one line
+    that says how to continue; the resumed run's log is the uninterrupted one."""
+    import os as _os
+
+    from hardstat import logwriter
+
+    full, _ = recorded_run
+    run_dir = tmp_path / "full-disk"
+    real_replace = _os.replace
+    calls = {"n": 0}
+
+    def replace(src, dst):  # type: ignore[no-untyped-def]
+        if "/steps/" in str(dst):
+            calls["n"] += 1
+            if calls["n"] == 2:  # the second steps part: at the end of the first epoch
+                raise OSError(28, "No space left on device")
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(logwriter.os, "replace", replace)
+    with pytest.raises(LogError) as e:
+        train(TINY, run_dir, progress=False)
+    monkeypatch.undo()
+    message = str(e.value)
+    assert "No space left on device" in message and "hardstat train --resume" in message
+    assert "\n" not in message
+    assert train(TINY, run_dir, resume=True, progress=False).steps_done == 16
+    cols = "step, query_id, neg_id, rank, similarity, in_band, key_step"
+    a = sql(f"SELECT {cols} FROM '{full}/pairs/*.parquet' ORDER BY step, query_id, rank")
+    b = sql(f"SELECT {cols} FROM '{run_dir}/pairs/*.parquet' ORDER BY step, query_id, rank")
+    assert a == b
+    steps = sql(f"SELECT step, count(*) FROM '{run_dir}/steps/*.parquet' GROUP BY 1 ORDER BY 1")
+    assert steps == [(s, 1) for s in range(16)]
