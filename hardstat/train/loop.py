@@ -265,6 +265,7 @@ def _train_locked(
         torch.set_num_threads(config.threads)
     state: dict[str, Any] | None = None
     mine: dict[str, Any] | None = None  # this process's entry of the checkpoint
+    run_name = run_dir.name  # the `run` column; a resumed run keeps its manifest's name
     with distributed.agreed():  # every process passes these checks, or all stop with one error
         # a resumed run reads the dataset from where the run first found it (an absolute
         # spec), so a relative npz:../path still works from another working directory
@@ -275,6 +276,7 @@ def _train_locked(
                 manifest = runs.read_manifest(run_dir)
                 runs.check_writable(run_dir, manifest)
                 runs.check_resumable(run_dir, manifest)
+            run_name = manifest["run"]  # (the directory may have been renamed or copied)
             spec = manifest["dataset"].get("spec")
             if not isinstance(spec, str):
                 raise RunError(
@@ -366,7 +368,7 @@ def _train_locked(
     model: torch.nn.Module = distributed.data_parallel(moco) if procs.distributed else moco
     writer = RunLogWriter(
         run_dir,
-        run_dir.name,
+        run_name,
         process=procs.index,
         file_rows=config.log.file_rows,
         next_seq=next_seq,

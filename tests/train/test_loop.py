@@ -494,3 +494,18 @@ def test_disk_full_while_writing_the_log_keeps_the_run_resumable(
     assert a == b
     steps = sql(f"SELECT step, count(*) FROM '{run_dir}/steps/*.parquet' GROUP BY 1 ORDER BY 1")
     assert steps == [(s, 1) for s in range(16)]
+
+
+def test_a_copied_run_resumes_under_its_own_name(tmp_path: Path) -> None:
+    """The `run` column of a resumed run is the manifest's run name, also when the directory
+    was copied or renamed (readers refuse files whose `run` differs from the manifest's)."""
+    import shutil
+
+    from hardstat.analysis import logs
+
+    train(TINY, tmp_path / "orig", progress=False, stop_after=4)
+    shutil.copytree(tmp_path / "orig", tmp_path / "copy")
+    train(TINY, tmp_path / "copy", resume=True, progress=False, stop_after=12)
+    con = logs.connect(logs.find_runs([tmp_path / "copy"]))
+    names = logs.query(con, "SELECT DISTINCT run FROM pairs UNION SELECT DISTINCT run FROM steps")
+    assert names.column("run").to_pylist() == ["orig"]
