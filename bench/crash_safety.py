@@ -134,6 +134,7 @@ class Watch:
     """A training process and what it is doing (stderr lines, files appearing)."""
 
     def __init__(self, args: list[str], run_dir: Path) -> None:
+        self.started = time.time()
         self.proc = subprocess.Popen(
             args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env()
         )
@@ -167,11 +168,18 @@ def wait_for(moment: str, w: Watch, rng: random.Random, limit: float = 30) -> st
     if moment == "random":
         time.sleep(rng.uniform(2.5, 7.0))  # interpreter start and torch import take ~2-3 s
         return "random"
-    if moment == "training":  # at a random time once the run has checkpointed (is training)
+    if moment == "training":  # a random time once this process has checkpointed (trains)
         checkpoint = w.run_dir / "checkpoints" / "last.pt"
-        while time.monotonic() < t_end and not w.done() and not checkpoint.is_file():
+
+        def written_since_start() -> bool:
+            try:
+                return checkpoint.stat().st_mtime > w.started
+            except OSError:
+                return False
+
+        while time.monotonic() < t_end and not w.done() and not written_since_start():
             time.sleep(0.01)
-        time.sleep(rng.uniform(0.0, 2.0))
+        time.sleep(rng.uniform(0.0, 1.5))
         return "training"
     evals, flushes = w.evals, w.steps_files()
     started = time.monotonic()

@@ -272,8 +272,8 @@ def check_new_run_dir(run_dir: Path) -> None:
         if contents:
             if checkpoint_file(run_dir).is_file():
                 raise RunError(
-                    f"run directory {run_dir} already exists; choose another --name, or "
-                    f"continue it with: hardstat train --resume {_quoted(run_dir)}"
+                    f"run directory {run_dir} already exists; choose another --name, delete "
+                    f"it, or continue it with --resume {_quoted(run_dir)}"
                 )
             raise RunError(
                 f"{run_dir} already exists but holds no checkpoint (the run stopped before "

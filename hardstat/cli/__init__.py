@@ -73,4 +73,8 @@ def main() -> None:
 
     if not isinstance(sys.stderr, SafeStream):
         sys.stderr = SafeStream(sys.stderr)
-    app()
+    try:
+        app()
+    except KeyboardInterrupt:  # Ctrl-C outside a command (while loading or parsing)
+        print("Error: interrupted (Ctrl-C)", file=sys.stderr)
+        sys.exit(130)

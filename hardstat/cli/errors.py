@@ -36,6 +36,15 @@ def note(message: str) -> None:
         typer.echo(message, err=True)
 
 
+def result_line(text: str) -> None:
+    """A result on stdout that never fails the command: when stdout's reader has gone (after a
+    run has finished, say) the line is dropped and the command keeps its exit status."""
+    try:
+        typer.echo(text)
+    except (OSError, ValueError):
+        _silence_stdout()
+
+
 def reports_errors(command: Callable[P, R]) -> Callable[P, R]:
     """Wrap a command so a HardstatError prints one line and exits with its code (1; 130 for
     an interruption).

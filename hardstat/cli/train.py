@@ -11,7 +11,7 @@ from typing import Annotated, Any
 
 import typer
 
-from hardstat.cli.errors import note, reports_errors
+from hardstat.cli.errors import note, reports_errors, result_line
 
 
 class Preset(StrEnum):
@@ -279,15 +279,15 @@ def train(
     again = shlex.join(["hardstat", "train", "--resume", str(result.run_dir)])
     if result.interrupted and stop_after is not None and result.steps_done >= stop_after:
         note(f"stopped after step {result.steps_done} (--stop-after); continue with: {again}")
-        typer.echo(str(result.run_dir))
+        result_line(str(result.run_dir))
         return
     if result.interrupted:
         note(f"interrupted after step {result.steps_done}; continue with: {again}")
-        typer.echo(str(result.run_dir))
+        result_line(str(result.run_dir))
         raise typer.Exit(130)
     if result.knn_top1 is not None:
         note(f"final kNN top-1: {result.knn_top1:.4f}")
-    typer.echo(str(result.run_dir))
+    result_line(str(result.run_dir))
 
 
 def _saved_config(run_dir: Path) -> Any:

@@ -269,13 +269,10 @@ def _train_locked(
     with distributed.agreed():  # every process passes these checks, or all stop with one error
         # a resumed run reads the dataset from where the run first found it (an absolute
         # spec), so a relative npz:../path still works from another working directory
-        if resume:
-            for locked in (False, True):  # checked before locking (a refusal writes nothing)
-                if locked and lock is not None:  # and again under the lock
-                    lock.acquire()
-                manifest = runs.read_manifest(run_dir)
-                runs.check_writable(run_dir, manifest)
-                runs.check_resumable(run_dir, manifest)
+        if resume:  # checked before locking (a refused resume writes nothing), see below
+            manifest = runs.read_manifest(run_dir)
+            runs.check_writable(run_dir, manifest)
+            runs.check_resumable(run_dir, manifest)
             run_name = manifest["run"]  # (the directory may have been renamed or copied)
             spec = manifest["dataset"].get("spec")
             if not isinstance(spec, str):
@@ -306,21 +303,33 @@ def _train_locked(
         band = config.parsed_band
 
         if resume:
-            state = load_checkpoint(checkpoint_path(run_dir))
-            saved = _saved_config(state, checkpoint_path(run_dir))
-            if saved != config:
-                raise ConfigError(
-                    f"the config differs from the one {run_dir} was trained with; resume with "
-                    "only --resume RUN (the saved config is used)"
-                )
-            if len(state["processes"]) != p:
-                raise ConfigError(
-                    f"{run_dir} was trained by {len(state['processes'])} process(es) and this "
-                    f"resume has {p}; resume it with the same count (torchrun --nproc-per-node "
-                    "and --nnodes), so every process continues its own random streams and logs"
-                )
-            mine = state["processes"][procs.index]
-            _check_resume_point(state, mine, run_dir, total_steps)
+            path = checkpoint_path(run_dir)
+            seen: tuple[int, int, int] | None = None
+            for locked in (False, True):
+                if locked:  # the run's lock, then the same checks on what is there now
+                    if lock is not None:
+                        lock.acquire()
+                    manifest = runs.read_manifest(run_dir)
+                    runs.check_writable(run_dir, manifest)
+                    runs.check_resumable(run_dir, manifest)
+                    if _identity(path) == seen:  # not replaced while unlocked
+                        break
+                seen = _identity(path)
+                state = load_checkpoint(path)
+                if _saved_config(state, path) != config:
+                    raise ConfigError(
+                        f"the config differs from the one {run_dir} was trained with; resume "
+                        "with only --resume RUN (the saved config is used)"
+                    )
+                if len(state["processes"]) != p:
+                    raise ConfigError(
+                        f"{run_dir} was trained by {len(state['processes'])} process(es) and "
+                        f"this resume has {p}; resume it with the same count (torchrun "
+                        "--nproc-per-node and --nnodes), so every process continues its own "
+                        "random streams and logs"
+                    )
+                mine = state["processes"][procs.index]
+                _check_resume_point(state, mine, run_dir, total_steps)
     if not resume:
         distributed.on_main(lambda: _new_run(run_dir, lock, config, dataset, device, p))
 
@@ -526,6 +535,16 @@ def _train_locked(
     return TrainResult(
         run_dir, step, step // steps_per_epoch, knn_top1, interrupted, main=procs.main
     )
+
+
+def _identity(path: Path) -> tuple[int, int, int] | None:
+    """Which file ``path`` is (inode, size, mtime): a checkpoint is replaced by a rename, so a
+    new one has another inode."""
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st.st_ino, st.st_size, st.st_mtime_ns
 
 
 def _saved_config(state: dict[str, Any], path: Path) -> TrainConfig:

@@ -506,3 +506,27 @@ def test_memory_limit(two_runs: list[Path]) -> None:
     con = logs.connect(logs.find_runs(two_runs), memory_limit="1GiB")
     limit = con.execute("SELECT current_setting('memory_limit')").fetchall()[0][0]
     assert limit.startswith("1.0 GiB") or limit.startswith("1024")
+
+
+def test_ctrl_c_reaches_queries_that_do_not_go_through_query(tmp_path: Path) -> None:
+    """The analyses call ``con.sql`` directly in places: during a CLI command every connection
+    that ``connect`` opens is interrupted by Ctrl-C, whoever runs the query."""
+    import os
+    import signal
+    import threading
+    import time
+
+    from runlogs import write_run
+
+    from hardstat import interrupts
+
+    run = write_run(tmp_path, "big", queue_size=256, pairs=ranked_pairs(256, 64))
+    with interrupts.cli_session():
+        con = logs.connect(logs.find_runs([run]))
+        timer = threading.Timer(1.0, os.kill, (os.getpid(), signal.SIGINT))
+        timer.start()
+        t0 = time.monotonic()
+        with pytest.raises((KeyboardInterrupt, duckdb.InterruptException)):
+            con.sql("SELECT count(*) FROM pairs a, pairs b, pairs c").fetchall()
+        timer.join()
+        assert time.monotonic() - t0 < 3.0 and interrupts.stop_reason() == "interrupt"

@@ -208,3 +208,20 @@ def test_errors_before_training_do_not_import_torch(tmp_path: Path) -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False", out.stderr
+
+
+def test_training_survives_a_reader_that_goes_away(tmp_path: Path) -> None:
+    """`hardstat train ... 2>&1 | head -c 1`: the pipe closes after the first byte; training
+    goes on, checkpoints, finishes and exits 0."""
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, "-m", "hardstat", "train", "--out", str(tmp_path), "--name", "p"]
+    cmd += ["--epochs", "2", "--threads", "1"]  # with its progress bar
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    assert proc.stdout is not None
+    proc.stdout.read(1)
+    proc.stdout.close()  # the reader has gone
+    assert proc.wait(timeout=300) == 0
+    manifest = json.loads((tmp_path / "p" / "manifest.json").read_text())
+    assert manifest["status"] == "finished" and manifest["steps_done"] == 16
