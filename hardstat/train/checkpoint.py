@@ -56,7 +56,7 @@ def save_checkpoint(path: Path, state: dict[str, Any], *, todo: str = "try again
         reason = "No space left on device" if short else "the write failed"
         raise runs.write_failed(
             path,
-            OSError(errno.ENOSPC if short else 0, f"{reason}; torch: {_first_line(e)}"),
+            OSError(errno.ENOSPC if short else 0, f"{reason}; torch: {brief(e)}"),
             todo,
         ) from e
     runs.fsync_dir(path.parent)
@@ -75,9 +75,14 @@ def _torch_detail(e: BaseException) -> str:
     return (text or type(e).__name__)[:200]
 
 
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip()
-    return (text.splitlines()[0] if text else type(e).__name__)[:200]
+def brief(e: BaseException) -> str:
+    """An exception's message on one line: its first line, and the next one too when the first
+    only announces it ("Error(s) in loading state_dict for MoCo:")."""
+    lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+    if not lines:
+        return type(e).__name__
+    text = " ".join(lines[:2]) if lines[0].endswith(":") and len(lines) > 1 else lines[0]
+    return text[:240]
 
 
 def load_checkpoint(path: Path, *, resume: bool = True) -> dict[str, Any]:

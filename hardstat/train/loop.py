@@ -29,6 +29,7 @@ from hardstat.train import distributed
 from hardstat.train.augment import MocoV2Augment, eval_transform
 from hardstat.train.checkpoint import (
     CHECKPOINT_FORMAT,
+    brief,
     checkpoint_path,
     load_checkpoint,
     save_checkpoint,
@@ -594,9 +595,8 @@ def _restore(
         gen_aug.set_state(mine["gen_aug"])
         gen_model.set_state(mine["gen_model"])
     except (RuntimeError, KeyError, ValueError, TypeError, IndexError, OverflowError) as e:
-        first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
         raise CheckpointError(
-            f"checkpoint {path} does not fit this run ({type(e).__name__}: {first}); it is "
+            f"checkpoint {path} does not fit this run ({type(e).__name__}: {brief(e)}); it is "
             "damaged or belongs to another run (restore it, or start a new run)"
         ) from e
 

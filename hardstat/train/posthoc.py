@@ -15,7 +15,7 @@ from hardstat.config import TrainConfig
 from hardstat.errors import CheckpointError, ConfigError, DatasetError
 from hardstat.logwriter import RunLogWriter
 from hardstat.train.augment import eval_transform
-from hardstat.train.checkpoint import checkpoint_path, load_checkpoint
+from hardstat.train.checkpoint import brief, checkpoint_path, load_checkpoint
 from hardstat.train.data import load_dataset
 from hardstat.train.evaluate import extract_features, knn_eval, linear_probe
 from hardstat.train.loop import resolve_device
@@ -94,9 +94,8 @@ def _evaluate_locked(
     try:
         model.load_state_dict(state["model"])
     except (RuntimeError, KeyError, ValueError) as e:
-        first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
         raise CheckpointError(
-            f"checkpoint {path} does not fit the run's model ({first}); it is damaged or "
+            f"checkpoint {path} does not fit the run's model ({brief(e)}); it is damaged or "
             "belongs to another run"
         ) from e
     backbone = model.encoder_q.backbone.to(dev)
