@@ -179,7 +179,7 @@ def wait_for(moment: str, w: Watch, rng: random.Random, limit: float = 30) -> st
 
         while time.monotonic() < t_end and not w.done() and not written_since_start():
             time.sleep(0.01)
-        time.sleep(rng.uniform(0.0, 1.5))
+        time.sleep(rng.uniform(0.0, 0.5))
         return "training"
     evals, flushes = w.evals, w.steps_files()
     started = time.monotonic()
@@ -206,6 +206,7 @@ def kill_cycle(
     refusals: list[str] = []
     tracebacks = 0
     exits: dict[str, int] = {}
+    left: dict[str, int] = {}
     for i in range(kills):
         first = not (run_dir / "manifest.json").is_file()  # (a lock file alone is no run)
         args = (
@@ -235,6 +236,9 @@ def kill_cycle(
         hit[what] = hit.get(what, 0) + 1
         code = str(w.proc.returncode)
         exits[code] = exits.get(code, 0) + 1
+        if (run_dir / "manifest.json").is_file():  # how the run was left
+            status = json.loads((run_dir / "manifest.json").read_text())["status"]
+            left[f"exit {code}: {status}"] = left.get(f"exit {code}: {status}", 0) + 1
         text = "".join(w.lines)
         tracebacks += "Traceback" in text
         no_checkpoint = not (run_dir / "checkpoints" / "last.pt").is_file()
@@ -259,6 +263,7 @@ def kill_cycle(
         "signals": kills,
         "moments": hit,
         "exit_codes": exits,
+        "left_as": left,
         "restarted_before_first_checkpoint": restarts,
         "tracebacks": tracebacks,
     }
@@ -285,8 +290,15 @@ def mode_signals(root: Path, sig: signal.Signals, kills: int, seed: int) -> dict
         and result["weights_identical"]
         and result["status"] == "finished"
         and (not clean or result["tracebacks"] == 0)
-        # a clean stop: every signal during training ends with exit 130 (status interrupted)
-        and (not clean or set(result["exit_codes"]) <= {"130", "0"})
+        # a clean stop: a signal during training ends with exit 130 and status interrupted;
+        # one that arrives after the last checkpoint (the run is finished) may end the process
+        and (
+            not clean
+            or all(
+                k in ("exit 130: interrupted", "exit 0: finished") or k.endswith(": finished")
+                for k in result["left_as"]
+            )
+        )
     )
     return result
 

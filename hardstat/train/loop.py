@@ -461,14 +461,14 @@ def _train_locked(
     stream = SafeStream(sys.stderr)  # a closed or broken stderr turns progress off, no more
     bar = _progress(total_steps, step, progress and procs.main, run_dir.name, stream)
     stop = _StopFlag(announce=procs.main, stream=stream)
-    if mine is None:  # a new run is resumable from its first step on
-        checkpoint("running")
-    last_checkpoint = time.monotonic()
     every_s = 60 * config.checkpoint_minutes
     interrupted = False
     rate: float | None = None
     mine_slice = slice(procs.index * b, (procs.index + 1) * b)
-    with stop.installed():
+    with stop.installed():  # from here on Ctrl-C / SIGTERM stop cleanly, with a checkpoint
+        if mine is None:  # a new run is resumable from its first step on
+            checkpoint("running")
+        last_checkpoint = time.monotonic()
         model.train()
         while step < total_steps:
             epoch = step // steps_per_epoch
