@@ -240,7 +240,9 @@ def kill_cycle(
             status = json.loads((run_dir / "manifest.json").read_text())["status"]
             left[f"exit {code}: {status}"] = left.get(f"exit {code}: {status}", 0) + 1
         text = "".join(w.lines)
-        tracebacks += "Traceback" in text
+        # under torchrun the launcher reports a dead worker with its own traceback
+        # (ChildFailedError); only the training processes' count ("[rankN]: Traceback")
+        tracebacks += ("]: Traceback" in text) if torchrun else ("Traceback" in text)
         no_checkpoint = not (run_dir / "checkpoints" / "last.pt").is_file()
         if (run_dir / "manifest.json").is_file() and no_checkpoint:
             # killed before its first checkpoint: the one way out the message gives
@@ -312,6 +314,7 @@ def mode_torchrun(root: Path, kills: int, seed: int) -> dict[str, Any]:
     result["ok"] = (
         result["lost"] == 0 and result["duplicated"] == 0 and result["readable"]
         and result["weights_identical"] and result["status"] == "finished"
+        and result["tracebacks"] == 0
     )  # fmt: skip
     return result
 

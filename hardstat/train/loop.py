@@ -239,6 +239,15 @@ def _train(
     lock = runs.RunLock(run_dir) if procs.main else None
     try:
         return _train_locked(config, run_dir, procs, device, resume, progress, stop_after, lock)
+    except RuntimeError as e:
+        if not (procs.distributed and _lost_contact(e)):
+            raise
+        # another training process died (killed, out of memory...): its collectives fail here
+        again = shlex.join(["hardstat", "train", "--resume", str(run_dir)])
+        raise RunError(
+            f"training stopped: lost contact with another training process ({brief(e)[:160]}); "
+            f"the last checkpoint is intact: continue with the same torchrun command and {again}"
+        ) from None
     except LogError as e:
         if not isinstance(e.__cause__, OSError):
             raise
@@ -535,6 +544,16 @@ def _train_locked(
         distributed.barrier()  # no process leaves before the checkpoint is on disk
     return TrainResult(
         run_dir, step, step // steps_per_epoch, knn_top1, interrupted, main=procs.main
+    )
+
+
+def _lost_contact(e: RuntimeError) -> bool:
+    """Whether an error comes from the process group (a peer that died), not from training."""
+    import torch.distributed as dist
+
+    text = str(e).lower()
+    return isinstance(e, dist.DistError) or any(
+        word in text for word in ("gloo", "nccl", "connection reset", "connection closed")
     )
 
 
