@@ -144,6 +144,7 @@ class TrainConfig:
     device: str = "auto"
     amp: bool = False
     checkpoint_every: int = 1
+    checkpoint_minutes: float = 30.0
     threads: int | None = None
 
     def __post_init__(self) -> None:
@@ -162,6 +163,10 @@ class TrainConfig:
         )
         band.check(k)
         _require(self.checkpoint_every >= 0, "checkpoint_every must be >= 0 (0 = only at end)")
+        _require(
+            self.checkpoint_minutes >= 0,
+            "checkpoint_minutes must be >= 0 (0 = no checkpoints by time)",
+        )
         _require(self.threads is None or self.threads >= 1, "threads must be >= 1")
         _require(
             self.device == "auto" or self.device.split(":")[0] in ("cpu", "cuda", "mps"),

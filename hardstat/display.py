@@ -11,7 +11,7 @@ report and the JSON writers (no heavy imports).
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import IO, Any
 
 P_FLOOR = 1e-16
 """Analytic p-values below this are displayed as ``p < 1e-16``: double precision, the tails of
@@ -84,3 +84,64 @@ def json_value(value: Any) -> Any:
     if isinstance(value, dict):
         return {str(k): json_value(v) for k, v in value.items()}
     return value
+
+
+_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+_INVISIBLE = {0x2028, 0x2029, 0x061C, 0x200E, 0x200F} | set(range(0x202A, 0x202F))
+_INVISIBLE |= set(range(0x2066, 0x206A))
+
+
+def printable(text: object) -> str:
+    """Text that is safe to print on a terminal: control characters (ESC, CR, newline, DEL,
+    C1 controls) and bidirectional overrides are shown as escapes (``\\x1b``, ``\\n``,
+    ``\\u202e``), so data from a run (class or run names, query results) can never move the
+    cursor, rewrite earlier output or change the terminal's state."""
+    s = str(text)
+    if s.isprintable():
+        return s
+    out = []
+    for ch in s:
+        code = ord(ch)
+        if ch in _ESCAPES:
+            out.append(_ESCAPES[ch])
+        elif code < 0x20 or 0x7F <= code < 0xA0:
+            out.append(f"\\x{code:02x}")
+        elif code in _INVISIBLE:
+            out.append(f"\\u{code:04x}")
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
+class SafeStream:
+    """A text stream (stderr) whose writes never raise: once the stream breaks (its reader is
+    gone, the file system fails) everything written to it is dropped. Progress bars and
+    messages go through it, so a dead ``tee`` or ``2>&1 | head`` never stops training."""
+
+    def __init__(self, stream: IO[str]) -> None:
+        self._stream = stream
+        self.broken = False
+
+    def write(self, text: str) -> int:
+        if not self.broken:
+            try:
+                return self._stream.write(text)
+            except (OSError, ValueError):
+                self.broken = True
+        return len(text)
+
+    def flush(self) -> None:
+        if not self.broken:
+            try:
+                self._stream.flush()
+            except (OSError, ValueError):
+                self.broken = True
+
+    def isatty(self) -> bool:
+        try:
+            return not self.broken and self._stream.isatty()
+        except (OSError, ValueError):
+            return False
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)

@@ -11,6 +11,8 @@ class HardstatError(Exception):
     """
 
     reported_elsewhere: bool = False
+    exit_code: int = 1
+    """The CLI's exit status for this error (1; 130 for an interruption)."""
 
     def reworded(self, message: str) -> HardstatError:
         """The same kind of error with another message (e.g. naming the run it came from),
@@ -54,3 +56,23 @@ class RecordError(HardstatError, ValueError):
     The message starts with the name of the argument at fault. Also a ``ValueError``, so code
     that already catches those keeps working.
     """
+
+
+class CorruptLogError(LogError):
+    """A log file is damaged (truncated, unreadable pages, wrong types or nulls): every reader,
+    the report included, stops on it rather than showing a partial result."""
+
+
+class WriteError(HardstatError):
+    """A file could not be written (disk full, permission denied, read-only file system); the
+    previous version of the file is kept."""
+
+
+class RunInUseError(RunError):
+    """Another process holds the run's (or sweep's) lock."""
+
+
+class Interrupted(HardstatError):
+    """Stopped by Ctrl-C (SIGINT); the CLI exits with code 130."""
+
+    exit_code = 130

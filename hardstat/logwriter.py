@@ -11,6 +11,7 @@ twice.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -106,6 +107,16 @@ class RunLogWriter:
     def close(self) -> None:
         self.flush()
 
+    def discard(self) -> None:
+        """Drop every open part file (after a failed write): close it if possible and remove
+        its temporary file; committed files stay."""
+        for part in self._open.values():
+            with contextlib.suppress(OSError, pa.ArrowException):
+                part.writer.close()
+            with contextlib.suppress(OSError):
+                part.tmp.unlink(missing_ok=True)
+        self._open.clear()
+
     def state(self) -> dict[str, Any]:
         """Logger position: next part number per table and the files committed so far.
 
@@ -127,8 +138,11 @@ class RunLogWriter:
         directory = self.run_dir / table
         directory.mkdir(parents=True, exist_ok=True)
         seq = self._seq[table]
+        if self.tag:  # an evaluation after training: the next name not taken (under the lock)
+            while (directory / f"{self.tag}-{seq:06d}.parquet").exists():
+                seq += 1
         name = f"{self.tag}-{seq:06d}.parquet" if self.tag else part_name(self.process, seq)
-        self._seq[table] += 1
+        self._seq[table] = seq + 1
         final = directory / name
         if final.exists():
             raise LogError(

@@ -27,7 +27,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from hardstat.data import DEMO_DIR
-from hardstat.errors import ConfigError, HardstatError, LogError, WordNetError
+from hardstat.errors import (
+    ConfigError,
+    CorruptLogError,
+    HardstatError,
+    LogError,
+    WordNetError,
+)
 
 if TYPE_CHECKING:
     import duckdb
@@ -94,9 +100,40 @@ def npz_train_file(spec: str) -> Path | None:
     return path if path.suffix == ".npz" else path / "train.npz"
 
 
-def load_images(spec: str) -> tuple[np.ndarray | None, str | None]:
-    """(images uint8 N x H x W x 3, None) from an ``npz:`` spec, else (None, why not)."""
+def image_file(
+    spec: str, run_dirs: Sequence[Path], dataset: str | None = None
+) -> tuple[Path | None, str]:
+    """The .npz file the gallery may read images from, and a sentence that says where they come
+    from (or why there are none).
+
+    Images come only from a dataset the user names (``dataset``, e.g. ``--dataset npz:PATH``),
+    the demo dataset shipped with hardstat, or a file inside one of the runs' directories: a
+    report built from someone else's logs never embeds a file from elsewhere on this machine
+    just because a manifest names it.
+    """
+    if dataset is not None:
+        file = npz_train_file(dataset)
+        if file is None:
+            return None, f"--dataset {dataset!r} is not an npz: dataset (or demo), so no images"
+        return file, f"Images from {file} (--dataset)."
     file = npz_train_file(spec)
+    if file is None:
+        return None, f"images are shown only for npz: datasets (this run's is {spec!r})"
+    if spec == "demo":
+        return file, "Images from the demo dataset shipped with hardstat."
+    resolved = file.resolve()
+    if any(resolved.is_relative_to(Path(d).resolve()) for d in run_dirs):
+        return file, f"Images from {file}, inside the run."
+    return None, (
+        f"the runs' manifest names images at {file}, outside the runs; hardstat reads images "
+        f"only from a dataset you name, so give --dataset {spec} to show them"
+    )
+
+
+def load_images(spec: str, file: Path | None = None) -> tuple[np.ndarray | None, str | None]:
+    """(images uint8 N x H x W x 3, None) from an ``npz:`` spec (or ``file``, when given),
+    else (None, why not)."""
+    file = file if file is not None else npz_train_file(spec)
     if file is None:
         return None, f"images are shown only for npz: datasets (this run's is {spec!r})"
     if not file.is_file():
@@ -423,6 +460,7 @@ def _gallery_section(
     infos: Sequence[RunInfo],
     thumbnails: int,
     queries_per_negative: int,
+    dataset: str | None = None,
 ) -> str:
     head = '<section id="gallery"><h2>Most consistently hard and easy negatives</h2>'
     if isinstance(result, str):
@@ -435,11 +473,18 @@ def _gallery_section(
     ids = hard + easy + [q for qs in queries.values() for q, _ in qs]
     names = class_names(con, ids)
     specs = list(dict.fromkeys(str(i.manifest.get("dataset", {}).get("spec", "")) for i in infos))
-    images, why = load_images(specs[0]) if len(specs) == 1 else (None, "runs use several datasets")
+    source = ""
+    if len(specs) == 1 or dataset is not None:
+        file, source = image_file(specs[0], [i.path for i in infos], dataset)
+        images, why = load_images(specs[0], file) if file else (None, source)
+    else:
+        images, why = None, "runs use several datasets (name one with --dataset)"
     per = {row["neg_id"]: row for row in result.per_negative.to_dicts()}
     parts = [head]
     if why:
         parts.append(_note(f"Ids and classes only: {why}."))
+    else:
+        parts.append(f"<p>{esc(source)}</p>")
     parts.append(
         "<p>Negatives called consistently hard or easy from at least "
         f"{result.min_keys} keys each (Stouffer z across keys, BH FDR {result.fdr:g}), ranked "
@@ -502,6 +547,24 @@ figure.query img{border-color:#1565c0}
 """
 
 
+def _check_target(out: Path) -> None:
+    """Fail before the analyses when the report could not be written where asked."""
+    import os
+
+    from hardstat.errors import WriteError
+
+    if out.is_dir():
+        raise ConfigError(f"--out {out} is a directory; give a file name ending in .html")
+    parent = out.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        raise WriteError(
+            f"cannot write {out} (Permission denied: {parent} is not writable); choose another "
+            "--out"
+        )
+
+
 def build_report(
     run_specs: Sequence[str | Path],
     *,
@@ -514,6 +577,7 @@ def build_report(
     permutations: int = 1000,
     seed: int = 0,
     progress: Callable[[str], None] | None = None,
+    dataset: str | None = None,
 ) -> Path:
     """Write the HTML report of the runs (run directories, sweeps or globs) to ``out``.
 
@@ -521,7 +585,9 @@ def build_report(
     semantic section; ``thumbnails`` hard and as many easy negatives go in the gallery, each
     hard one with up to ``queries_per_negative`` queries it ranked hardest for. ``bootstrap``
     and ``permutations`` are passed to the analyses (0 skips them). A section whose analysis
-    cannot run on these logs says why instead. Returns the path written.
+    cannot run on these logs says why instead; a damaged log file stops the report (a
+    :class:`~hardstat.errors.CorruptLogError`). ``dataset`` names where gallery images come from
+    (:func:`image_file`). The file is written atomically. Returns the path written.
     """
     from hardstat.analysis import logs
     from hardstat.analysis.consistency import consistency
@@ -542,6 +608,7 @@ def build_report(
         raise ConfigError(f"measure must be one of {', '.join(MEASURES)}, got {measure!r}")
     if parse_band(band).is_random:
         raise ConfigError(f"band {band!r} is random and has no ranks; give ranks, e.g. 0-5")
+    _check_target(out)
     say = progress or (lambda _msg: None)
     infos = logs.find_runs(run_specs)
     con = logs.connect(infos)
@@ -571,6 +638,8 @@ def build_report(
                 sub, measure=measure, bootstrap=bootstrap, permutations=permutations, seed=seed
             )
         except (LogError, WordNetError) as e:  # no labels, or no WordNet for these classes
+            if isinstance(e, CorruptLogError):
+                raise
             sem = str(e)
         sections.append(_semantic_section(sem, chosen))
         say(f"consistency test (band {band}) ...")
@@ -578,10 +647,14 @@ def build_report(
         try:
             cons = consistency(sub, band=band, seed=seed, permutations=permutations, progress=say)
         except LogError as e:  # e.g. no logged pairs
+            if isinstance(e, CorruptLogError):
+                raise
             cons = str(e)
         sections.append(_consistency_section(cons, chosen, band))
         say("gallery ...")
-        sections.append(_gallery_section(sub, cons, chosen_infos, thumbnails, queries_per_negative))
+        sections.append(
+            _gallery_section(sub, cons, chosen_infos, thumbnails, queries_per_negative, dataset)
+        )
     finally:
         sub.close()
 
@@ -594,6 +667,11 @@ def build_report(
         'equal in contrastive instance discrimination?" (arXiv 2010.06682). Rank 1 = most '
         "similar = hardest.</p></footer></body></html>\n"
     )
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(page, encoding="utf-8")
+    from hardstat.runs import write_bytes_atomic, write_failed
+
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise write_failed(out.parent, e, "choose another --out") from e
+    write_bytes_atomic(out, page.encode("utf-8"), todo="build the report again")
     return out

@@ -265,6 +265,31 @@ MANIFEST_FIELDS: dict[str, str] = {
 }
 
 
+MANIFEST_TYPES: dict[str, tuple[str, int]] = {
+    "schema_version": ("integer", 1),
+    "run": ("string", 1),
+    "created": ("string", 1),
+    "status": ("string", 1),
+    "config": ("object", 1),
+    "dataset": ("object", 1),
+    "queue_size": ("integer", 1),
+    "band": ("string", 1),
+    "band_kept": ("integer", 1),
+    "seed": ("integer", 1),
+    "versions": ("object", 1),
+    "device": ("string", 1),
+    "processes": ("integer", 2),
+    "steps_done": ("integer", 1),
+    "epochs_done": ("integer", 1),
+}
+"""The JSON type of every manifest field and the schema version that added it: readers
+(:func:`hardstat.runs.read_manifest`) refuse a manifest that lacks a field of its version or
+holds a value of another type, naming the file and the field."""
+
+MANIFEST_STATUSES = ("running", "interrupted", "finished")
+"""Values of the manifest's ``status``."""
+
+
 def arrow_schema(table: str) -> pa.Schema:
     """The pyarrow schema of a log table (imports pyarrow)."""
     import pyarrow as pa

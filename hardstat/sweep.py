@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
-import os
 import shlex
 import sys
 import time
@@ -37,7 +36,7 @@ import hardstat
 from hardstat import config as cfg
 from hardstat import runs, schema
 from hardstat.bands import parse_band
-from hardstat.errors import ConfigError, HardstatError, RunError
+from hardstat.errors import ConfigError, HardstatError, LogError, RunError
 
 SWEEP_FILE = "sweep.json"
 SBATCH_FILE = "sweep.sbatch"
@@ -300,6 +299,8 @@ def train_command(spec: SweepSpec, out: Path, band: str, seed: int, name: str) -
         else:
             sets += ["--set", format_override(key, value)]
     args += [*sets, "--band", band, "--seed", str(seed), "--out", str(out), "--name", name]
+    for arg in args:  # a newline would end the command (and a comment) in a script
+        runs.check_text(arg, "a value of the sweep's commands")
     return shlex.join(args)
 
 
@@ -341,7 +342,7 @@ def load(out: Path) -> Sweep | None:
         planned = tuple(
             PlannedRun(
                 i,
-                r["name"],
+                runs.check_run_name(r["name"]),  # one path component: never outside the sweep
                 r["band"],
                 int(r["seed"]),
                 cfg.TrainConfig.from_dict(r["config"]),
@@ -388,15 +389,19 @@ def open_sweep(out: Path, spec: SweepSpec | None) -> Sweep:
                 f"{existing.manifest_path} records another sweep ({key}: "
                 f"{json.dumps(old[key], sort_keys=True)} there, "
                 f"{json.dumps(new[key], sort_keys=True)} here); continue it with "
-                f"'hardstat sweep --out {existing.out}' or choose another --out"
+                f"'{_continue(existing.out)}' or choose another --out"
             )
     for a, b in zip(existing.runs, fresh.runs, strict=True):
         if a.name != b.name or a.config != b.config:
             raise ConfigError(
                 f"{existing.manifest_path} planned run {a.name} with another config than this "
-                f"hardstat resolves; continue it with 'hardstat sweep --out {existing.out}'"
+                f"hardstat resolves; continue it with '{_continue(existing.out)}'"
             )
     return existing
+
+
+def _continue(out: Path) -> str:
+    return shlex.join(["hardstat", "sweep", "--out", str(out)])
 
 
 # -- state ---------------------------------------------------------------------------------------
@@ -408,6 +413,10 @@ def run_status(run_dir: Path) -> str:
     try:
         manifest = runs.read_manifest(run_dir)
     except RunError:  # no manifest: died while being created
+        return "failed"
+    except LogError:  # a damaged manifest: only a run without checkpoint is set aside
+        if (run_dir / CHECKPOINT).is_file():
+            raise
         return "failed"
     status = str(manifest.get("status"))
     if status == "finished":
@@ -504,9 +513,8 @@ def save(sweep: Sweep) -> Path:
 
 def _write_atomic(path: Path, text: str) -> None:
     # A per-process temporary name: Slurm array tasks may write sweep.json at the same time.
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    # A failure (disk full) leaves the previous file and says what to do.
+    runs.write_bytes_atomic(path, text.encode(), todo="run the same sweep command again")
 
 
 # -- dry run and Slurm ---------------------------------------------------------------------------
@@ -523,16 +531,16 @@ def dry_run_lines(sweep: Sweep, indices: Sequence[int] | None = None) -> list[st
         probe = sweep.eval_command(run)
         if status == "finished":
             if probe_status(run_dir, sweep.probe) == "done":
-                lines.append(f"# finished, linear probe done: {run_dir}")
+                lines.append(f"# finished, linear probe done: {shlex.quote(str(run_dir))}")
                 continue
-            lines.append(f"# finished: {run_dir}")
+            lines.append(f"# finished: {shlex.quote(str(run_dir))}")
         elif status in ("running", "interrupted"):
             lines.append(sweep.resume_command(run))
         else:
             if status == "failed":
                 lines.append(
-                    f"# {run_dir} has no checkpoint: it would be moved to "
-                    f"{sweep.out / FAILED_DIR}/ and restarted"
+                    f"# {shlex.quote(str(run_dir))} has no checkpoint: it would be moved to "
+                    f"{shlex.quote(str(sweep.out / FAILED_DIR))}/ and restarted"
                 )
             lines.append(run.command)
         if probe is not None:
@@ -543,7 +551,7 @@ def dry_run_lines(sweep: Sweep, indices: Sequence[int] | None = None) -> list[st
 def slurm_script(sweep: Sweep) -> str:
     """A Slurm job array whose task i runs ``hardstat sweep --out DIR --index i``."""
     n = len(sweep.runs)
-    out = str(sweep.out)
+    out = runs.check_text(sweep.out, "the sweep directory")  # a newline would end a comment
     bands = ",".join(band_slug(b) for b in sweep.spec.bands)
     seeds = ",".join(str(s) for s in sweep.spec.seeds)
     options, probe = "", ""
@@ -554,14 +562,16 @@ def slurm_script(sweep: Sweep) -> str:
             f"(hardstat eval RUN --linear --epochs {sweep.probe.epochs} --lr {sweep.probe.lr!r});"
             "\n# a finished probe is skipped."
         )
+    plan = shlex.quote(str(sweep.manifest_path))
+    output = shlex.quote(f"{out}/slurm-%A_%a.out")  # sbatch reads quotes in #SBATCH lines
     return f"""#!/bin/bash
 # hardstat band-ablation sweep: {n} runs (bands {bands}; seeds {seeds}), one array task per run.
-# Plan: {sweep.manifest_path}. Submit with: sbatch {shlex.quote(str(sweep.out / SBATCH_FILE))}
+# Plan: {plan}. Submit with: sbatch {shlex.quote(str(sweep.out / SBATCH_FILE))}
 # Task i trains run i of the plan: it skips a finished run, resumes an interrupted one and
 # starts the rest, so resubmitting the array (or one task, --array=I) continues the sweep.{probe}
 #SBATCH --job-name=hardstat-sweep
 #SBATCH --array=0-{n - 1}
-#SBATCH --output={out}/slurm-%A_%a.out
+#SBATCH --output={output}
 # SIGTERM two minutes before the time limit: the run checkpoints and stops cleanly.
 #SBATCH --signal=B:TERM@120
 # Cluster settings: remove one '#' to use a line, and adapt it.

@@ -171,7 +171,16 @@ def page(
     sweep: tuple[Path, dict[str, np.ndarray]], tmp_path_factory: pytest.TempPathFactory
 ) -> str:
     out = tmp_path_factory.mktemp("out") / "r" / "report.html"
-    path = build_report([sweep[0]], out=out, band="0-10", thumbnails=3, bootstrap=0, permutations=0)
+    data = sweep[0].parent / "data"
+    path = build_report(
+        [sweep[0]],
+        out=out,
+        band="0-10",
+        thumbnails=3,
+        bootstrap=0,
+        permutations=0,
+        dataset=f"npz:{data}",
+    )
     assert path == out
     return out.read_text()
 
@@ -314,3 +323,20 @@ def test_bad_arguments_raise_config_errors(
     with pytest.raises(ConfigError, match="permutations"):
         build_report([sweep[0]], out=tmp_path / "r.html", permutations=10)
     assert not (tmp_path / "r.html").exists()
+
+
+def test_image_file_reads_only_named_datasets_the_demo_or_the_run(tmp_path: Path) -> None:
+    from hardstat.data import DEMO_DIR
+    from hardstat.report import image_file
+
+    run = tmp_path / "run"
+    file, note = image_file("npz:/home/someone/secret.npz", [run])
+    assert file is None and "outside the runs" in note and "--dataset npz:" in note
+    file, note = image_file("npz:/home/someone/secret.npz", [run], "npz:/data/c10")
+    assert file == Path("/data/c10/train.npz") and "--dataset" in note
+    assert image_file("npz:/x", [run], "cifar10")[0] is None
+    assert image_file("demo", [run])[0] == DEMO_DIR / "train.npz"
+    assert image_file(f"npz:{run}/imgs", [run])[0] == run / "imgs" / "train.npz"
+    assert image_file(f"npz:{run}/../run/x.npz", [run])[0] == run / ".." / "run" / "x.npz"
+    assert image_file(f"npz:{run}/../other/x.npz", [run])[0] is None
+    assert image_file("synthetic", [run])[0] is None

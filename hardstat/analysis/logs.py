@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import glob as _glob
 import json
+import os
 import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -28,9 +29,17 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from hardstat import interrupts, schema
 from hardstat import runs as _runs
-from hardstat import schema
-from hardstat.errors import LogError, QueryError, RunError
+from hardstat.errors import (
+    ConfigError,
+    CorruptLogError,
+    HardstatError,
+    Interrupted,
+    LogError,
+    QueryError,
+    RunError,
+)
 
 DUCKDB_TYPES = {
     "string (dictionary)": "VARCHAR",
@@ -45,7 +54,12 @@ DUCKDB_TYPES = {
 RUNS_COLUMNS = (
     ("run", "VARCHAR", "Run name."),
     ("path", "VARCHAR", "Run directory."),
-    ("status", "VARCHAR", "running, interrupted or finished."),
+    (
+        "status",
+        "VARCHAR",
+        "running, interrupted, finished, or crashed (the manifest says running but no process "
+        "holds the run's lock: its training died; resume it).",
+    ),
     ("band", "VARCHAR", "Band spec the loss used."),
     ("band_kept", "INTEGER", "Negatives per query the band keeps."),
     ("kept_fraction", "DOUBLE", "band_kept / queue_size."),
@@ -86,17 +100,23 @@ def find_runs(specs: Iterable[str | Path]) -> list[RunInfo]:
     found: list[Path] = []
     for spec in specs:
         text = str(spec)
-        matches = (
-            sorted(Path(p) for p in _glob.glob(text)) if _glob.has_magic(text) else [Path(text)]
-        )
+        # a path that exists is that path, even when it holds glob characters ([, *, ?);
+        # only text that names nothing is a pattern
+        pattern = _glob.has_magic(text) and not Path(text).exists()
+        matches = sorted(Path(p) for p in _glob.glob(text)) if pattern else [Path(text)]
         hits: list[Path] = []
         for m in matches:
-            if _is_run(m):
-                hits.append(m)
-            elif m.is_dir():
-                hits.extend(sorted(c for c in m.iterdir() if c.is_dir() and _is_run(c)))
+            try:
+                if _is_run(m):
+                    hits.append(m)
+                elif m.is_dir():
+                    hits.extend(sorted(c for c in m.iterdir() if c.is_dir() and _is_run(c)))
+            except PermissionError as e:
+                raise RunError(
+                    f"cannot read {m} (permission denied); ask its owner for read access"
+                ) from e
         if not hits:
-            if not _glob.has_magic(text) and not Path(text).exists():
+            if not pattern and not Path(text).exists():
                 raise RunError(f"{text} does not exist; give a run directory, a sweep or a glob")
             raise RunError(f"no hardstat run matches {text} (a run directory holds manifest.json)")
         found.extend(hits)
@@ -115,18 +135,40 @@ def find_runs(specs: Iterable[str | Path]) -> list[RunInfo]:
 
 
 def table_files(run: RunInfo, table: str) -> list[Path]:
-    """The complete Parquet files of one table of one run (hidden ``.tmp`` files excluded)."""
+    """The complete Parquet files of one table of one run (hidden ``.tmp`` files excluded),
+    listed from the directory (so glob characters in the run's path are never a pattern)."""
     folder = run.path / table
-    return sorted(folder.glob("*.parquet")) if folder.is_dir() else []
+    try:
+        return sorted(
+            p for p in folder.iterdir() if p.suffix == ".parquet" and not p.name.startswith(".")
+        )
+    except FileNotFoundError:
+        return []
+    except OSError as e:
+        raise _unreadable(folder, e) from e
+
+
+def _unreadable(path: Path, e: OSError) -> HardstatError:
+    if isinstance(e, PermissionError):
+        return RunError(f"cannot read {path} (permission denied); ask its owner for read access")
+    return LogError(f"cannot read {path} ({_runs.os_reason(e)}); check the file system")
+
+
+def glob_literal(path: str) -> str:
+    """A path as a DuckDB glob that matches only itself (``[``, ``*`` and ``?`` bracketed)."""
+    return "".join(f"[{c}]" if c in "*?[" else c for c in path)
 
 
 def check_log_files(runs: Sequence[RunInfo]) -> None:
     """Read the footer of every log file; raise LogError naming the first bad one.
 
     A file is bad when its footer cannot be read (truncated, empty, not Parquet), when it
-    carries a schema version outside :data:`hardstat.schema.READABLE_VERSIONS`, or when it lacks
-    a column its version's table has. Only footers are read (milliseconds per file); files are
-    not changed.
+    carries a schema version outside :data:`hardstat.schema.READABLE_VERSIONS`, when it lacks
+    a column its version's table has or holds one of another type (text ranks, say), when a
+    column the schema declares non-nullable holds nulls, when its ``run`` column names another
+    run than the run directory's manifest, or when a pairs ``rank`` lies outside 1..K or a
+    ``label`` is negative. Only footers and their statistics are read (milliseconds per file;
+    a column is read only for a file written without statistics); files are not changed.
     """
     readable = {str(v).encode(): v for v in schema.READABLE_VERSIONS}
     for run in runs:
@@ -134,6 +176,9 @@ def check_log_files(runs: Sequence[RunInfo]) -> None:
             for path in table_files(run, table):
                 try:
                     meta = pq.read_metadata(path)
+                    arrow = meta.schema.to_arrow_schema()
+                except PermissionError as e:
+                    raise _unreadable(path, e) from e
                 except (OSError, pa.ArrowException) as e:
                     raise _corrupt(path, str(e)) from e
                 version = (meta.metadata or {}).get(b"hardstat.schema_version")
@@ -144,21 +189,102 @@ def check_log_files(runs: Sequence[RunInfo]) -> None:
                         f"versions {', '.join(map(str, schema.READABLE_VERSIONS))}; move it out "
                         "of the run directory or use a hardstat release that matches it"
                     )
-                missing = [
-                    c.name
-                    for c in spec.columns
-                    if c.since <= readable[version] and c.name not in meta.schema.names
-                ]
+                columns = [c for c in spec.columns if c.since <= readable[version]]
+                missing = [c.name for c in columns if c.name not in arrow.names]
                 if missing:
                     raise LogError(
                         f"log file {path} lacks column(s) {', '.join(missing)} of table "
                         f"{table}; move it out of the run directory (it is not a {table} log)"
                     )
+                for c in columns:
+                    found_type = arrow.field(c.name).type
+                    if not _type_fits(c.type, found_type):
+                        raise CorruptLogError(
+                            f"log file {path}: column {c.name} has type {found_type}, the "
+                            f"schema says {c.type}; move the file out of the run directory "
+                            "(it was not written by hardstat)"
+                        )
+                _check_values(path, meta, run, table, columns)
+
+
+def _type_fits(declared: str, found: pa.DataType) -> bool:
+    """Whether a Parquet column's Arrow type can stand for a schema type (any integer width
+    for an integer, any float for a float, plain or dictionary-encoded text)."""
+    if pa.types.is_dictionary(found):
+        found = found.value_type
+    if declared.startswith("string"):
+        return pa.types.is_string(found) or pa.types.is_large_string(found)
+    if declared.startswith("int"):
+        return pa.types.is_integer(found)
+    if declared.startswith("float"):
+        return pa.types.is_floating(found)
+    return declared == "bool" and pa.types.is_boolean(found)
+
+
+def _check_values(
+    path: Path, meta: pq.FileMetaData, run: RunInfo, table: str, columns: Sequence[Any]
+) -> None:
+    """Nulls in non-nullable columns, the run name, ranks and labels, from the statistics."""
+    index = {meta.row_group(0).column(j).path_in_schema: j for j in range(meta.num_columns)}
+    k = run.manifest.get("queue_size")
+    for c in columns:
+        j = index.get(c.name)
+        if j is None:
+            continue
+        nulls, low, high = 0, None, None
+        for g in range(meta.num_row_groups):
+            stats = meta.row_group(g).column(j).statistics
+            if stats is None or not stats.has_null_count:
+                nulls = _count_nulls(path, c.name) if not c.nullable else 0
+                low = high = None
+                break
+            nulls += stats.null_count
+            if stats.has_min_max:
+                low = stats.min if low is None else min(low, stats.min)
+                high = stats.max if high is None else max(high, stats.max)
+        if nulls and not c.nullable:
+            raise CorruptLogError(
+                f"log file {path}: column {c.name} holds {nulls} null(s), which the schema does "
+                "not allow; move the file out of the run directory (or restore it)"
+            )
+        if low is None or high is None:
+            continue
+        if c.name == "run" and (_text(low) != run.name or _text(high) != run.name):
+            other = _text(low) if _text(low) != run.name else _text(high)
+            raise CorruptLogError(
+                f"log file {path} holds rows of run {other!r} but its run directory's manifest "
+                f"names the run {run.name!r}; move the file to its own run directory"
+            )
+        if (
+            table == "pairs"
+            and c.name == "rank"
+            and isinstance(k, int)
+            and (int(low) < 1 or int(high) > k)
+        ):
+            raise CorruptLogError(
+                f"log file {path}: ranks run from {low} to {high}, outside 1..{k} (the "
+                "run's queue size); the file is damaged or belongs to another run"
+            )
+        if c.name == "label" and int(low) < 0:
+            raise CorruptLogError(
+                f"log file {path}: a label is negative ({low}); the file is damaged"
+            )
+
+
+def _text(value: Any) -> str:
+    return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
+
+
+def _count_nulls(path: Path, column: str) -> int:
+    try:
+        return int(pq.read_table(path, columns=[column]).column(column).null_count)
+    except (OSError, pa.ArrowException) as e:
+        raise _corrupt(path, str(e)) from e
 
 
 def _corrupt(path: Path | str, detail: str) -> LogError:
     detail = " ".join(detail.split())[:200]
-    return LogError(
+    return CorruptLogError(
         f"log file {path} is corrupt or truncated ({detail}); move it out of the run directory "
         "(or restore it from a backup) and try again"
     )
@@ -170,22 +296,23 @@ def _table_source(table: str, runs: Sequence[RunInfo]) -> str:
     cols = schema.TABLES[table].columns
     by_version: dict[int, list[str]] = {}
     for r in runs:
-        if table_files(r, table):
+        files = table_files(r, table)  # listed, each a glob that matches only itself
+        if files:
             version = int(r.manifest.get("schema_version", schema.SCHEMA_VERSION))
-            by_version.setdefault(version, []).append(str(r.path / table / "*.parquet"))
+            by_version.setdefault(version, []).extend(glob_literal(str(f)) for f in files)
     if not by_version:
         typed = ", ".join(f"CAST(NULL AS {DUCKDB_TYPES[c.type]}) AS {c.name}" for c in cols)
         return f"SELECT {typed} WHERE false"
     selects = []
     for version, globs in sorted(by_version.items()):
-        files = ", ".join("'" + g.replace("'", "''") + "'" for g in globs)
+        listed = ", ".join("'" + g.replace("'", "''") + "'" for g in globs)
         names = ", ".join(
             c.name
             if c.since <= version
             else f"CAST({c.default} AS {DUCKDB_TYPES[c.type]}) AS {c.name}"
             for c in cols
         )
-        selects.append(f"SELECT {names} FROM read_parquet([{files}])")
+        selects.append(f"SELECT {names} FROM read_parquet([{listed}])")
     return " UNION ALL ".join(selects)
 
 
@@ -198,7 +325,7 @@ def _runs_table(runs: Sequence[RunInfo]) -> pa.Table:
         values = {
             "run": r.name,
             "path": str(r.path),
-            "status": m.get("status"),
+            "status": _runs.effective_status(r.path, m),
             "band": m.get("band"),
             "band_kept": kept,
             "kept_fraction": kept / k if kept is not None and k else None,
@@ -234,7 +361,9 @@ def connect(
 ) -> duckdb.DuckDBPyConnection:
     """An in-memory DuckDB connection with the log views of ``runs``.
 
-    Every log file's footer is checked first (:func:`check_log_files`). With ``read_only`` (the
+    Every log file's footer is checked first (:func:`check_log_files`). DuckDB may use at most
+    ``memory_limit`` (:func:`memory_bytes`; default ``HARDSTAT_MEMORY_LIMIT`` or
+    :data:`MEMORY_LIMIT`) and spills to disk beyond it. With ``read_only`` (the
     default) the connection can only read: file access is limited to the runs' directories
     (``allowed_directories``, plus DuckDB's own spill directory), writing files outside them,
     attaching databases and loading extensions are refused, and the configuration is locked.
@@ -244,12 +373,13 @@ def connect(
     if not runs:
         raise RunError("no runs to analyse")
     check_log_files(runs)
+    limit = memory_bytes(memory_limit or os.environ.get("HARDSTAT_MEMORY_LIMIT") or MEMORY_LIMIT)
     con = duckdb.connect(":memory:")
+    interrupts.register(con)  # Ctrl-C stops its queries (during a CLI command)
     try:
         if threads:
             con.execute(f"SET threads = {int(threads)}")
-        if memory_limit:
-            con.execute("SET memory_limit = ?", [memory_limit])
+        con.execute("SET memory_limit = ?", [f"{limit // 2**20}MiB"])
         # hardstat prints its own progress; DuckDB's bar would mix into stderr (and the
         # configuration is locked below, so it could not be turned off later)
         con.execute("SET enable_progress_bar = false")
@@ -260,7 +390,8 @@ def connect(
         for table in schema.TABLES:
             con.execute(f"CREATE VIEW {table} AS {_table_source(table, runs)}")
         if read_only:
-            dirs = sorted({str(r.path) + "/" for r in runs})
+            # each run directory as itself and as the literal glob that lists its files
+            dirs = sorted({d + "/" for r in runs for d in (str(r.path), glob_literal(str(r.path)))})
             con.execute("SET allowed_directories = ?", [dirs])
             con.execute("SET enable_external_access = false")
             con.execute("SET autoinstall_known_extensions = false")
@@ -270,6 +401,59 @@ def connect(
         con.close()
         raise translate_error(e, runs=runs) from e
     return con
+
+
+MEMORY_LIMIT = "50%"
+"""Default memory limit of a log connection: half of this machine's memory (or of the
+container's limit), rather than DuckDB's own 80%."""
+
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(%|b|kb|mb|gb|tb|kib|mib|gib|tib)?\s*$", re.IGNORECASE)
+_UNITS = {
+    "b": 1,
+    "kb": 10**3,
+    "mb": 10**6,
+    "gb": 10**9,
+    "tb": 10**12,
+    "kib": 2**10,
+    "mib": 2**20,
+    "gib": 2**30,
+    "tib": 2**40,
+}
+
+
+def memory_bytes(text: str) -> int:
+    """``"50%"`` (of the machine's memory), ``"4GB"``, ``"512MiB"`` -> bytes; ConfigError for
+    anything else or less than 64 MiB."""
+    m = _SIZE.match(str(text))
+    if not m:
+        raise ConfigError(
+            f"memory limit {text!r} is not a size; give a percentage of this machine's memory "
+            "(50%) or a size (4GB, 512MiB)"
+        )
+    value, unit = float(m.group(1)), (m.group(2) or "b").lower()
+    if unit == "%":
+        if not 0 < value <= 100:
+            raise ConfigError(f"memory limit {text!r}: a percentage must be in (0, 100]")
+        total = physical_memory()
+        size = int(total * value / 100)
+    else:
+        size = int(value * _UNITS[unit])
+    if size < 64 * 2**20:
+        raise ConfigError(f"memory limit {text!r} is below 64 MiB; give more")
+    return size
+
+
+def physical_memory() -> int:
+    """This machine's memory in bytes, or the container's (cgroup) limit when smaller."""
+    total = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    for cgroup in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+        try:
+            text = Path(cgroup).read_text().strip()
+        except OSError:
+            continue
+        if text.isdigit():
+            total = min(total, int(text))
+    return total
 
 
 # Statement types a user query may have. EXPLAIN is allowed only around a SELECT (checked
@@ -300,11 +484,14 @@ def check_select(con: duckdb.DuckDBPyConnection, sql: str) -> duckdb.Statement:
     if kind == duckdb.StatementType.EXPLAIN:
         inner = _parse(con, _EXPLAIN.sub("", statement.query, count=1))
         if len(inner) == 1 and _type(inner[0]) in _ALLOWED:
+            _check_tree(con, inner[0])
             return statement
         raise QueryError(
             "EXPLAIN is allowed only as EXPLAIN [ANALYZE] SELECT ... (one SELECT, no options); "
             "hardstat sql only reads"
         )
+    if kind in _ALLOWED:
+        _check_tree(con, statement)
     if kind not in _ALLOWED:
         hint = (
             "; PIVOT needs an explicit list here: PIVOT ... ON col IN (v1, v2)"
@@ -320,6 +507,51 @@ def check_select(con: duckdb.DuckDBPyConnection, sql: str) -> duckdb.Statement:
             f"and never changes logs or writes files{hint}"
         )
     return statement
+
+
+# Query nodes a read-only statement may contain; a CTE or subquery that is an INSERT, UPDATE,
+# DELETE (``WITH d AS (DELETE ... RETURNING *) SELECT ...``) or anything else is refused.
+_READ_NODES = {"SELECT_NODE", "SET_OPERATION_NODE", "RECURSIVE_CTE_NODE", "CTE_NODE"}
+
+
+def _check_tree(con: duckdb.DuckDBPyConnection, statement: duckdb.Statement) -> None:
+    """Refuse a SELECT whose statement tree (DuckDB's own parse, as JSON) holds any query node
+    but a read: the first keyword alone says nothing about what a CTE does."""
+    try:
+        rows = con.execute("SELECT json_serialize_sql(?)", [statement.query]).fetchall()
+    except duckdb.Error as e:
+        raise QueryError(f"cannot check the statement ({_one_line(str(e))[:200]})") from e
+    tree = json.loads(rows[0][0]) if rows else {"error": True}
+    if tree.get("error"):
+        raise QueryError(
+            "cannot check that this statement only reads "
+            f"({_one_line(str(tree.get('error_message', '')))[:200]}); hardstat sql runs only a "
+            "single plain SELECT"
+        )
+    kinds = sorted(_node_types(tree) - _READ_NODES)
+    if kinds:
+        what = ", ".join(k.removesuffix("_NODE").removesuffix("_QUERY") for k in kinds)
+        raise QueryError(
+            f"refused a SELECT that contains {what}: hardstat sql runs only statements that "
+            "read, and never changes logs or tables"
+        )
+
+
+def _node_types(tree: Any) -> set[str]:
+    """Every query node type (``SELECT_NODE``, ``DELETE_QUERY_NODE``...) in a serialized
+    statement."""
+    found: set[str] = set()
+    stack = [tree]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            kind = node.get("type")
+            if isinstance(kind, str) and kind.endswith("_NODE"):
+                found.add(kind)
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+    return found
 
 
 def _parse(con: duckdb.DuckDBPyConnection, sql: str) -> list[duckdb.Statement]:
@@ -396,6 +628,10 @@ def query_batches(
             yield from reader
         except duckdb.Error as e:
             raise translate_error(e, con=con) from e
+        except (RuntimeError, pa.ArrowException) as e:  # "Query interrupted" from the stream
+            if interrupts.stop_reason() is None:
+                raise
+            raise translate_error(e, con=con) from e
 
     return reader.schema, batches()
 
@@ -443,13 +679,21 @@ def translate_error(
     *,
     con: duckdb.DuckDBPyConnection | None = None,
     runs: Sequence[RunInfo] | None = None,
-) -> LogError | QueryError:
+) -> HardstatError:
     """A DuckDB exception as a one-line hardstat error that says what to do.
 
     An error that points at a damaged log file becomes a LogError naming the file: taken from
     DuckDB's message, or, when the message names none, found by reading the log files of
     ``runs`` (or of the ``runs`` table of ``con``) until one fails.
     """
+    stopped = interrupts.stop_reason()
+    if stopped == "interrupt":
+        return Interrupted("interrupted (Ctrl-C); the query was stopped")
+    if stopped == "timeout":
+        return QueryError(
+            f"the query ran longer than its time limit ({interrupts.time_limit_seconds():g} s) "
+            "and was stopped; raise --timeout or narrow the query (e.g. WHERE step = ...)"
+        )
     text = _one_line(str(e))
     file_words = any(w in text.lower() for w in _FILE_WORDS)
     if isinstance(e, duckdb.PermissionException):

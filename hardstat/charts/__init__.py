@@ -23,17 +23,24 @@ def save_chart(chart: Any, path: Path, *, scale: float = 2.0) -> Path:
         raise HardstatError(
             f"cannot write a chart to {path.name}: use a file ending in {', '.join(FORMATS)}"
         )
-    path.parent.mkdir(parents=True, exist_ok=True)
+    from hardstat.runs import write_bytes_atomic, write_failed
+
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise write_failed(path.parent, e, "choose another path") from e
     if suffix == ".png":
         import vl_convert as vlc
 
-        path.write_bytes(vlc.vegalite_to_png(chart.to_json(), scale=scale))
+        data = vlc.vegalite_to_png(chart.to_json(), scale=scale)
     elif suffix == ".svg":
         import vl_convert as vlc
 
-        path.write_text(vlc.vegalite_to_svg(chart.to_json()))
+        data = vlc.vegalite_to_svg(chart.to_json()).encode()
     elif suffix == ".json":
-        path.write_text(chart.to_json())
+        data = chart.to_json().encode()
     else:
-        chart.save(str(path), format="html", inline=True)
+        data = chart.to_html(inline=True).encode()
+    # written completely or not at all; a full disk keeps the previous file
+    write_bytes_atomic(path, data, todo="write the chart again")
     return path

@@ -65,5 +65,16 @@ def _options(
 
 
 def main() -> None:
-    """Console entry point."""
-    app()
+    """Console entry point. stderr is wrapped so that a closed or broken stderr (a dead
+    ``tee``, ``2>&1 | head``) can never end a command, training included."""
+    import sys
+
+    from hardstat.display import SafeStream
+
+    if not isinstance(sys.stderr, SafeStream):
+        sys.stderr = SafeStream(sys.stderr)
+    try:
+        app()
+    except KeyboardInterrupt:  # Ctrl-C outside a command (while loading or parsing)
+        print("Error: interrupted (Ctrl-C)", file=sys.stderr)
+        sys.exit(130)

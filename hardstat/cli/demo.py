@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from hardstat.cli.errors import reports_errors
+from hardstat.cli.errors import note, reports_errors
 
 
 @reports_errors
@@ -31,10 +32,15 @@ def demo(
     from hardstat.demo import run_demo
 
     def say(text: str) -> None:
-        typer.echo(text, err=True)
+        note(text)
 
     if epochs is not None and epochs < 1:
         raise typer.BadParameter("must be >= 1", param_hint="'--epochs'")
+    from hardstat import runs
+
+    if name is not None:
+        runs.check_run_name(name)  # one path component: the run stays inside --out
+    runs.check_text(out, "--out")
     result = run_demo(out, name=name, epochs=epochs, progress=not quiet, say=say)
     knn = "n/a" if result.knn_top1 is None else f"{result.knn_top1:.4f}"
     say(
@@ -45,5 +51,6 @@ def demo(
     for path in result.files:
         say(f"  {path}")
     say(f"report: {result.report}")
-    say(f"query the logs: hardstat sql {result.run_dir} 'SELECT count(*) FROM pairs'")
+    query = shlex.join(["hardstat", "sql", str(result.run_dir), "SELECT count(*) FROM pairs"])
+    say(f"query the logs: {query}")
     typer.echo(str(result.report))

@@ -36,12 +36,22 @@ def evaluate(
 
     Example: hardstat eval runs/my-run --linear
     """
-    from hardstat.errors import ConfigError
+    from hardstat import runs
+    from hardstat.errors import CheckpointError, ConfigError
 
     if not (linear or knn):
         raise ConfigError("nothing to evaluate: use --linear and/or --knn")
     if epochs < 1 or lr <= 0:
         raise ConfigError("--epochs must be >= 1 and --lr > 0")
+    # cheap checks before torch is imported: a wrong path fails at once
+    runs.read_manifest(run)
+    if not runs.checkpoint_file(run).is_file():
+        raise CheckpointError(
+            f"{run} holds no checkpoint ({runs.checkpoint_file(run)}): the run stopped before "
+            "its first one, so there is nothing to evaluate"
+        )
+    if dataset is not None:
+        runs.check_text(dataset, "--dataset")
     from hardstat.train.posthoc import evaluate_run
 
     results = evaluate_run(

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from hardstat.cli.errors import reports_errors
+from hardstat.cli.errors import note, reports_errors
 
 
 class Measure(StrEnum):
@@ -55,6 +55,15 @@ def report(
         typer.Option(min=0, help="Permutations of the p-values; 0 (none) or >= 200."),
     ] = 1000,
     seed: Annotated[int, typer.Option(help="Seed of the bootstrap and permutations.")] = 0,
+    dataset: Annotated[
+        str | None,
+        typer.Option(
+            help="Read the gallery's images from this dataset (npz:PATH or demo). Without it, "
+            "images come only from the shipped demo dataset or a file inside the runs, never "
+            "from a path a run's manifest names elsewhere.",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Write one self-contained HTML report (opens offline) of a run or a sweep.
 
@@ -67,6 +76,9 @@ def report(
     Example: `hardstat report runs/sweep --out report.html`
     """
     from hardstat.report import build_report
+    from hardstat.runs import check_text
+
+    check_text(out, "--out")
 
     path = build_report(
         runs,
@@ -78,6 +90,7 @@ def report(
         bootstrap=bootstrap,
         permutations=permutations,
         seed=seed,
-        progress=lambda msg: typer.echo(msg, err=True),
+        progress=note,
+        dataset=dataset,
     )
     typer.echo(str(path))

@@ -22,11 +22,14 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from hardstat.cli.errors import reports_errors
+from hardstat.display import printable
 
 if TYPE_CHECKING:
     import pyarrow as pa
 
 DEFAULT_RUNS = "runs/*"
+DEFAULT_TIMEOUT = 3600.0
+"""Seconds a query may run (--timeout; 0: no limit)."""
 CELL_WIDTH = 60
 """Widest cell of the table format, in characters; longer values end in an ellipsis."""
 
@@ -87,6 +90,25 @@ def sql(
             "--schema", help="List the views and their columns (no RUN or QUERY) and exit."
         ),
     ] = False,
+    timeout: Annotated[
+        float,
+        typer.Option(
+            min=0,
+            metavar="SECONDS",
+            help="Stop the query (one line, exit 1) once it has run this long, writing its "
+            "result included; 0: no limit.",
+        ),
+    ] = DEFAULT_TIMEOUT,
+    memory_limit: Annotated[
+        str,
+        typer.Option(
+            metavar="SIZE",
+            help="Memory DuckDB may use before it spills to disk: a percentage of this "
+            "machine's memory (or container limit) or a size such as 4GB or 512MiB. "
+            "Default: HARDSTAT_MEMORY_LIMIT, else 50%.",
+            show_default=False,
+        ),
+    ] = "",
 ) -> None:
     """Run one read-only SELECT over the logs of runs; every row carries its `run`.
 
@@ -94,7 +116,8 @@ def sql(
     runs (one row per run: band, kept_fraction, seed, status...; see --schema). Only a single
     SELECT (WITH, FROM..., DESCRIBE, SUMMARIZE, EXPLAIN SELECT) is accepted: the logs cannot be
     changed and no file is written, except the one --out names. A query that starts with `-`
-    goes after `--`.
+    goes after `--`. Ctrl-C stops a query at once (exit 130); --timeout and --memory-limit
+    bound it.
 
     Examples:
 
@@ -134,8 +157,15 @@ def sql(
             param_hint="--out",
         )
 
+    from hardstat import interrupts
     from hardstat.analysis import logs
-    from hardstat.errors import RunError
+    from hardstat.errors import ConfigError, RunError
+
+    if memory_limit:
+        try:
+            logs.memory_bytes(memory_limit)
+        except ConfigError as e:
+            raise typer.BadParameter(str(e), param_hint="--memory-limit") from None
 
     if not specs and not Path(DEFAULT_RUNS).parent.is_dir():
         raise RunError(
@@ -145,12 +175,13 @@ def sql(
     runs = logs.find_runs(specs or [DEFAULT_RUNS])
     if out is not None:
         check_out_path(out, [r.path for r in runs])
-    con = logs.connect(runs)
+    con = logs.connect(runs, memory_limit=memory_limit or None)
     try:
         statement = logs.check_select(con, text)
         check_params(set(statement.named_parameters), params)
-        schema, batches = logs.query_batches(con, text, params or None)
-        _emit(schema, batches, fmt=fmt, limit=limit, out=out, run_dirs=[r.path for r in runs])
+        with interrupts.time_limit(timeout, con):
+            schema, batches = logs.query_batches(con, text, params or None)
+            _emit(schema, batches, fmt=fmt, limit=limit, out=out, run_dirs=[r.path for r in runs])
     finally:
         con.close()
 
@@ -276,7 +307,10 @@ def _table_lines(schema: pa.Schema, batches: Iterator[pa.RecordBatch], limit: in
 def format_table(
     columns: Sequence[str], rows: Sequence[Sequence[str]], numeric: Sequence[bool]
 ) -> list[str]:
-    """An aligned text table: header, rule, rows; numeric columns right-aligned."""
+    """An aligned text table: header, rule, rows; numeric columns right-aligned; control
+    characters (terminal escapes in run data) shown as escapes."""
+    columns = [printable(c) for c in columns]
+    rows = [[printable(v) for v in row] for row in rows]
     widths = [len(c) for c in columns]
     for row in rows:
         widths = [max(w, len(v)) for w, v in zip(widths, row, strict=True)]
@@ -305,7 +339,7 @@ def cell(value: Any, width: int = CELL_WIDTH) -> str:
         text = value.isoformat()
     else:
         text = str(value)
-    text = text.replace("\r", "\\r").replace("\n", "\\n").replace("\t", "\\t")
+    text = printable(text)  # one line, and no terminal escapes
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
@@ -440,16 +474,20 @@ def _write_parquet(schema: pa.Schema, batches: Iterator[pa.RecordBatch], out: Pa
     """Write every batch to ``out`` (atomically: a hidden temporary file, then a rename)."""
     import pyarrow.parquet as pq
 
+    from hardstat.runs import write_failed
+
     out = out.expanduser()
-    out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp")
     rows = 0
     try:
+        out.parent.mkdir(parents=True, exist_ok=True)
         with pq.ParquetWriter(tmp, schema, compression="zstd") as writer:
             for batch in batches:
                 writer.write_batch(batch)
                 rows += batch.num_rows
         os.replace(tmp, out)
+    except OSError as e:
+        raise write_failed(out, e, "run the query again") from e
     finally:
         tmp.unlink(missing_ok=True)
     return rows

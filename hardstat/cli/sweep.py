@@ -175,6 +175,9 @@ def sweep(
     from hardstat import runs
     from hardstat import sweep as sw
 
+    for what, value in (("--out", out), ("--config", config), ("--dataset", dataset)):
+        if value is not None:
+            runs.check_text(value, what)
     overrides: dict[str, Any] = {
         "data.dataset": dataset,
         "optim.epochs": epochs,
@@ -236,10 +239,11 @@ def sweep(
             f"planned {len(plan.runs)} runs in {plan.manifest_path}; submit the job array with:",
             err=True,
         )
-        typer.echo(f"sbatch {script}")
+        typer.echo(shlex.join(["sbatch", str(script)]))
         return
 
-    report = sw.execute(plan, indices, progress=not quiet)
+    with _sweep_lock(plan.out, shared=index is not None):
+        report = sw.execute(plan, indices, progress=not quiet)
     if not runs.main_process():  # under torchrun, process 0 reports
         raise typer.Exit(130 if report.interrupted else 0)
     typer.echo(sw.format_summary(report.outcomes, probe=plan.probe is not None), err=True)
@@ -258,3 +262,19 @@ def sweep(
         typer.echo(str(plan.out))
         raise typer.Exit(130)
     typer.echo(str(plan.out))
+
+
+def _sweep_lock(out: Path, *, shared: bool) -> Any:
+    """The sweep directory's lock: one whole-sweep process at a time (exclusive), or any number
+    of Slurm array tasks (``--index``, shared); under torchrun process 0 holds it."""
+    import contextlib
+
+    from hardstat import runs
+
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise runs.write_failed(out, e, "choose another --out") from e
+    if not runs.main_process():
+        return contextlib.nullcontext()
+    return runs.RunLock(out, what="sweep").acquire(shared=shared)

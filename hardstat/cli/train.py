@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import shlex
 import time
 from enum import StrEnum
 from pathlib import Path
@@ -10,7 +11,7 @@ from typing import Annotated, Any
 
 import typer
 
-from hardstat.cli.errors import reports_errors
+from hardstat.cli.errors import note, reports_errors, result_line
 
 
 class Preset(StrEnum):
@@ -221,8 +222,15 @@ def train(
     * `torchrun --nproc-per-node 8 -m hardstat train --preset cifar10 --dataset cifar10:DIR`
     """
     from hardstat import config as cfg
+    from hardstat import runs
     from hardstat.errors import ConfigError
 
+    # cheap checks first: a bad name or path is reported before torch is imported
+    if name is not None:
+        runs.check_run_name(name)
+    for what, value in (("--out", out), ("--resume", resume), ("--config", config)):
+        if value is not None:
+            runs.check_text(value, what)
     overrides: dict[str, Any] = {
         "data.dataset": dataset,
         "data.download": download or None,
@@ -260,6 +268,7 @@ def train(
             base = cfg.merge_dicts(base, cfg.load_config_file(config))
         conf = cfg.TrainConfig.from_dict(base).replace(**overrides).replace(**sets)
         run_dir = out / (name or default_run_name(preset.value, conf.band, conf.seed))
+        runs.check_new_run_dir(run_dir)
 
     from hardstat.train.loop import train as run_training
 
@@ -268,35 +277,29 @@ def train(
     )
     if not result.main:  # under torchrun the main process reports for all
         return
+    again = shlex.join(["hardstat", "train", "--resume", str(result.run_dir)])
     if result.interrupted and stop_after is not None and result.steps_done >= stop_after:
-        typer.echo(
-            f"stopped after step {result.steps_done} (--stop-after); continue with: "
-            f"hardstat train --resume {result.run_dir}",
-            err=True,
-        )
-        typer.echo(str(result.run_dir))
+        note(f"stopped after step {result.steps_done} (--stop-after); continue with: {again}")
+        result_line(str(result.run_dir))
         return
     if result.interrupted:
-        typer.echo(
-            f"interrupted after step {result.steps_done}; continue with: "
-            f"hardstat train --resume {result.run_dir}",
-            err=True,
-        )
-        typer.echo(str(result.run_dir))
+        note(f"interrupted after step {result.steps_done}; continue with: {again}")
+        result_line(str(result.run_dir))
         raise typer.Exit(130)
     if result.knn_top1 is not None:
-        typer.echo(f"final kNN top-1: {result.knn_top1:.4f}", err=True)
-    typer.echo(str(result.run_dir))
+        note(f"final kNN top-1: {result.knn_top1:.4f}")
+    result_line(str(result.run_dir))
 
 
 def _saved_config(run_dir: Path) -> Any:
-    import json
-
+    """The saved config of a run to resume; checks (without torch) that there is something to
+    resume, so a wrong path fails at once."""
     from hardstat import runs
-    from hardstat.config import TrainConfig
 
     manifest = runs.read_manifest(run_dir)
-    return TrainConfig.from_dict(json.loads(json.dumps(manifest["config"])))
+    runs.check_writable(run_dir, manifest)
+    runs.check_resumable(run_dir, manifest)
+    return runs.manifest_config(run_dir, manifest)
 
 
 def parse_override(text: str) -> tuple[str, Any]:

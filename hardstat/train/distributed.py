@@ -192,6 +192,15 @@ def any_process(flag: bool) -> bool:
     return bool(t.item())
 
 
+def any_flags(*flags: bool) -> tuple[bool, ...]:
+    """:func:`any_process` for several flags at once (one collective)."""
+    if not active():
+        return tuple(flags)
+    t = torch.tensor([int(f) for f in flags])
+    dist.all_reduce(t, op=dist.ReduceOp.MAX, group=_control)
+    return tuple(bool(v) for v in t.tolist())
+
+
 def gather_objects(obj: T) -> list[T]:
     """Every process's ``obj`` (picklable), in process order, on every process."""
     if not active():

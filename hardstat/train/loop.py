@@ -6,6 +6,7 @@ import contextlib
 import json
 import math
 import platform
+import shlex
 import signal
 import sys
 import time
@@ -21,13 +22,15 @@ import torch
 import hardstat
 from hardstat import runs, schema
 from hardstat.config import TrainConfig
-from hardstat.errors import ConfigError, RunError
+from hardstat.display import SafeStream
+from hardstat.errors import CheckpointError, ConfigError, LogError, RecordError, RunError
 from hardstat.logwriter import RunLogWriter
 from hardstat.record import Recorder
 from hardstat.train import distributed
 from hardstat.train.augment import MocoV2Augment, eval_transform
 from hardstat.train.checkpoint import (
     CHECKPOINT_FORMAT,
+    brief,
     checkpoint_path,
     load_checkpoint,
     save_checkpoint,
@@ -67,9 +70,10 @@ def epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
 class _StopFlag:
     """Turns the first SIGINT/SIGTERM into a request to stop at the next step boundary."""
 
-    def __init__(self, announce: bool = True) -> None:
+    def __init__(self, announce: bool = True, stream: Any = None) -> None:
         self.requested = False
         self.announce = announce
+        self.stream = stream if stream is not None else SafeStream(sys.stderr)
         self._previous: dict[signal.Signals, Any] = {}
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
@@ -79,7 +83,8 @@ class _StopFlag:
         if not self.announce:
             return
         print(
-            "\nstopping after this step (press Ctrl-C again to abort at once)...", file=sys.stderr
+            "\nstopping after this step (press Ctrl-C again to abort at once)...",
+            file=self.stream,
         )
 
     @contextlib.contextmanager
@@ -113,15 +118,22 @@ def versions() -> dict[str, str]:
 
 
 def _new_run(
-    run_dir: Path, config: TrainConfig, dataset: Dataset, device: torch.device, processes: int
+    run_dir: Path,
+    lock: runs.RunLock | None,
+    config: TrainConfig,
+    dataset: Dataset,
+    device: torch.device,
+    processes: int,
 ) -> None:
-    if run_dir.exists() and any(run_dir.iterdir()):
-        raise RunError(
-            f"run directory {run_dir} already exists; choose another --name, delete it, "
-            f"or continue it with --resume {run_dir}"
-        )
     runs.check_run_name(run_dir.name)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    runs.check_new_run_dir(run_dir)
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise runs.write_failed(run_dir, e, "choose another --out") from e
+    if lock is not None:
+        lock.acquire()
+    runs.check_new_run_dir(run_dir)  # again under the lock: another process may have started
     band = config.parsed_band
     manifest = runs.new_manifest(
         run_dir.name,
@@ -143,7 +155,7 @@ def _new_run(
         device=str(device),
         processes=processes,
     )
-    runs.write_json_atomic(run_dir / schema.MANIFEST_FILE, manifest)
+    runs.write_json_atomic(run_dir / schema.MANIFEST_FILE, manifest, todo="start the run again")
 
 
 def _static_tables(logger: Recorder, dataset: Dataset) -> None:
@@ -223,17 +235,62 @@ def _train(
 ) -> TrainResult:
     # every process uses the main process's run directory (a default name holds the time)
     run_dir = distributed.broadcast_object(run_dir)
+    # the main process holds the run's lock from before it reads or writes anything until the
+    # run's last checkpoint is on disk; a second trainer (or eval) of the run is refused
+    lock = runs.RunLock(run_dir) if procs.main else None
+    try:
+        return _train_locked(config, run_dir, procs, device, resume, progress, stop_after, lock)
+    except RuntimeError as e:
+        if not (procs.distributed and _lost_contact(e)):
+            raise
+        # another training process died (killed, out of memory...): its collectives fail here
+        again = shlex.join(["hardstat", "train", "--resume", str(run_dir)])
+        raise RunError(
+            f"training stopped: lost contact with another training process ({brief(e)[:160]}); "
+            f"the last checkpoint is intact: continue with the same torchrun command and {again}"
+        ) from None
+    except LogError as e:
+        if not isinstance(e.__cause__, OSError):
+            raise
+        # a log file could not be written (disk full...): the last checkpoint is intact
+        again = shlex.join(["hardstat", "train", "--resume", str(run_dir)])
+        raise e.reworded(
+            f"{e}; fix that (e.g. free some space), then continue with: {again}"
+        ) from e
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _train_locked(
+    config: TrainConfig,
+    run_dir: Path,
+    procs: distributed.Processes,
+    device: torch.device,
+    resume: bool,
+    progress: bool,
+    stop_after: int | None,
+    lock: runs.RunLock | None,
+) -> TrainResult:
     if config.threads:
         torch.set_num_threads(config.threads)
     state: dict[str, Any] | None = None
     mine: dict[str, Any] | None = None  # this process's entry of the checkpoint
+    run_name = run_dir.name  # the `run` column; a resumed run keeps its manifest's name
     with distributed.agreed():  # every process passes these checks, or all stop with one error
         # a resumed run reads the dataset from where the run first found it (an absolute
         # spec), so a relative npz:../path still works from another working directory
-        if resume:
+        if resume:  # checked before locking (a refused resume writes nothing), see below
             manifest = runs.read_manifest(run_dir)
             runs.check_writable(run_dir, manifest)
-            spec = manifest["dataset"]["spec"]
+            runs.check_resumable(run_dir, manifest)
+            run_name = manifest["run"]  # (the directory may have been renamed or copied)
+            spec = manifest["dataset"].get("spec")
+            if not isinstance(spec, str):
+                raise RunError(
+                    f"{run_dir / schema.MANIFEST_FILE} names no dataset spec (dataset.spec); "
+                    "restore the manifest from a backup"
+                )
         else:
             spec = config.data.dataset
         dataset = distributed.local_first(  # one process per machine downloads, if anything is
@@ -257,22 +314,35 @@ def _train(
         band = config.parsed_band
 
         if resume:
-            state = load_checkpoint(checkpoint_path(run_dir))
-            saved = TrainConfig.from_dict(json.loads(state["config"]))
-            if saved != config:
-                raise ConfigError(
-                    f"the config differs from the one {run_dir} was trained with; resume with "
-                    "only --resume RUN (the saved config is used)"
-                )
-            if len(state["processes"]) != p:
-                raise ConfigError(
-                    f"{run_dir} was trained by {len(state['processes'])} process(es) and this "
-                    f"resume has {p}; resume it with the same count (torchrun --nproc-per-node "
-                    "and --nnodes), so every process continues its own random streams and logs"
-                )
-            mine = state["processes"][procs.index]
+            path = checkpoint_path(run_dir)
+            seen: tuple[int, int, int] | None = None
+            for locked in (False, True):
+                if locked:  # the run's lock, then the same checks on what is there now
+                    if lock is not None:
+                        lock.acquire()
+                    manifest = runs.read_manifest(run_dir)
+                    runs.check_writable(run_dir, manifest)
+                    runs.check_resumable(run_dir, manifest)
+                    if _identity(path) == seen:  # not replaced while unlocked
+                        break
+                seen = _identity(path)
+                state = load_checkpoint(path)
+                if _saved_config(state, path) != config:
+                    raise ConfigError(
+                        f"the config differs from the one {run_dir} was trained with; resume "
+                        "with only --resume RUN (the saved config is used)"
+                    )
+                if len(state["processes"]) != p:
+                    raise ConfigError(
+                        f"{run_dir} was trained by {len(state['processes'])} process(es) and "
+                        f"this resume has {p}; resume it with the same count (torchrun "
+                        "--nproc-per-node and --nnodes), so every process continues its own "
+                        "random streams and logs"
+                    )
+                mine = state["processes"][procs.index]
+                _check_resume_point(state, mine, run_dir, total_steps)
     if not resume:
-        distributed.on_main(lambda: _new_run(run_dir, config, dataset, device, p))
+        distributed.on_main(lambda: _new_run(run_dir, lock, config, dataset, device, p))
 
     torch.manual_seed(config.seed)  # the same initial weights and queue in every process
     moco = MoCo(
@@ -298,17 +368,15 @@ def _train(
     gen_model = torch.Generator(device=device).manual_seed(own_seed + 2)
     step = 0
     if state is not None and mine is not None:
-        moco.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        gen_aug.set_state(mine["gen_aug"])
-        gen_model.set_state(mine["gen_model"])
-        step = int(state["step"])
+        with distributed.agreed():
+            _restore(state, mine, checkpoint_path(run_dir), moco, optimizer, gen_aug, gen_model)
+            step = int(state["step"])
     # DistributedDataParallel averages the gradients of the query encoder over processes; the
     # queue and key encoder are kept identical by construction (same keys enqueued everywhere),
     # so their buffers are not re-broadcast every step
     model: torch.nn.Module = distributed.data_parallel(moco) if procs.distributed else moco
     writer = RunLogWriter(
-        run_dir, run_dir.name, process=procs.index, file_rows=config.log.file_rows
+        run_dir, run_name, process=procs.index, file_rows=config.log.file_rows
     )
     # the logged queries of a step are dealt out to the processes; 0 = every query
     queries = procs.share(config.log.queries) if config.log.queries else 0
@@ -325,7 +393,20 @@ def _train(
         num_classes=len(dataset.classes),
     )
     if mine is not None:  # sets aside log files written after the checkpoint
-        logger.load_state(mine["logger"])
+        try:
+            logger.load_state(mine["logger"])
+        except OSError as e:
+            raise runs.write_failed(
+                run_dir,
+                e,
+                f"resume again (files written after the checkpoint are moved "
+                f"to {run_dir / 'superseded'})",
+            ) from e
+        except (RecordError, RuntimeError, KeyError, TypeError) as e:
+            raise CheckpointError(
+                f"checkpoint {checkpoint_path(run_dir)} holds a damaged logger state ({e}); "
+                "restore it, or start a new run"
+            ) from e
     elif procs.main:
         _static_tables(logger, dataset)
 
@@ -342,9 +423,11 @@ def _train(
         every = distributed.gather_objects(own)  # every process's streams and log position
 
         def save() -> None:
+            again = shlex.join(["hardstat", "train", "--resume", str(run_dir)])
             save_checkpoint(
                 checkpoint_path(run_dir),
-                {
+                todo=f"resume the run from its previous checkpoint with: {again}",
+                state={
                     "format": CHECKPOINT_FORMAT,
                     "step": step,
                     "model": moco.state_dict(),
@@ -381,12 +464,17 @@ def _train(
         logger.log_eval(step - 1, epoch=epoch, kind="knn", top1=top1, top5=top5, params=params)
         return top1
 
-    bar = _progress(total_steps, step, progress and procs.main, run_dir.name)
-    stop = _StopFlag(announce=procs.main)
+    stream = SafeStream(sys.stderr)  # a closed or broken stderr turns progress off, no more
+    bar = _progress(total_steps, step, progress and procs.main, run_dir.name, stream)
+    stop = _StopFlag(announce=procs.main, stream=stream)
+    every_s = 60 * config.checkpoint_minutes
     interrupted = False
     rate: float | None = None
     mine_slice = slice(procs.index * b, (procs.index + 1) * b)
-    with stop.installed():
+    with stop.installed():  # from here on Ctrl-C / SIGTERM stop cleanly, with a checkpoint
+        if mine is None:  # a new run is resumable from its first step on
+            checkpoint("running")
+        last_checkpoint = time.monotonic()
         model.train()
         while step < total_steps:
             epoch = step // steps_per_epoch
@@ -438,21 +526,27 @@ def _train(
                         img_s=f"{rate:.0f}",
                         refresh=False,
                     )
-                # every process stops after the same step, whichever was signalled
-                if distributed.any_process(
-                    stop.requested or (stop_after is not None and step >= stop_after)
-                ):
+                # every process stops (or checkpoints) after the same step, whichever asked
+                stop_now, due = distributed.any_flags(
+                    stop.requested or (stop_after is not None and step >= stop_after),
+                    bool(every_s) and time.monotonic() - last_checkpoint >= every_s,
+                )
+                if stop_now:
                     interrupted = True
                     break
+                if due and step % steps_per_epoch != 0 and step < total_steps:
+                    checkpoint("running")  # mid-epoch, so a crash loses a bounded time
+                    last_checkpoint = time.monotonic()
             if step % steps_per_epoch == 0:  # the epoch is complete (also when stopping now)
                 ev = config.eval.knn_every
                 if ((ev and (epoch + 1) % ev == 0) or step == total_steps) and procs.main:
                     knn_top1 = evaluate(epoch)  # the other processes wait at their next step
                     if knn_top1 is not None:
-                        bar.write(f"epoch {epoch}: kNN top-1 {knn_top1:.4f}", file=sys.stderr)
+                        bar.write(f"epoch {epoch}: kNN top-1 {knn_top1:.4f}", file=stream)
                 ce = config.checkpoint_every
                 if ce and (epoch + 1) % ce == 0 and step < total_steps and not interrupted:
                     checkpoint("running")
+                    last_checkpoint = time.monotonic()
             if interrupted:
                 break
         bar.close()
@@ -464,14 +558,87 @@ def _train(
     )
 
 
-def _progress(total: int, initial: int, enabled: bool, name: str) -> Any:
+def _lost_contact(e: RuntimeError) -> bool:
+    """Whether an error comes from the process group (a peer that died), not from training."""
+    import torch.distributed as dist
+
+    text = str(e).lower()
+    return isinstance(e, dist.DistError) or any(
+        word in text for word in ("gloo", "nccl", "connection reset", "connection closed")
+    )
+
+
+def _identity(path: Path) -> tuple[int, int, int] | None:
+    """Which file ``path`` is (inode, size, mtime): a checkpoint is replaced by a rename, so a
+    new one has another inode."""
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st.st_ino, st.st_size, st.st_mtime_ns
+
+
+def _saved_config(state: dict[str, Any], path: Path) -> TrainConfig:
+    try:
+        return TrainConfig.from_dict(json.loads(state["config"]))
+    except (ValueError, ConfigError) as e:
+        raise CheckpointError(
+            f"checkpoint {path} holds an invalid config ({e}); restore it or start a new run"
+        ) from e
+
+
+def _check_resume_point(
+    state: dict[str, Any], mine: dict[str, Any], run_dir: Path, total_steps: int
+) -> None:
+    """The checkpoint's step lies within the run and the log files it lists are all there (a
+    resume from anything else would log steps twice or leave a hole)."""
+    path = checkpoint_path(run_dir)
+    step = int(state["step"])
+    if step > total_steps:
+        raise CheckpointError(
+            f"checkpoint {path}: step {step} is beyond the run's {total_steps} steps; the file "
+            "is damaged or belongs to another run (restore it, or start a new run)"
+        )
+    missing = [c for c in mine["logger"]["writer"]["committed"] if not (run_dir / c).is_file()]
+    if missing:
+        raise CheckpointError(
+            f"checkpoint {path} lists log file {run_dir / missing[0]}, which is missing "
+            f"({len(missing)} file(s) in all); restore the run's log files (look in "
+            f"{run_dir / 'superseded'}) and resume again"
+        )
+
+
+def _restore(
+    state: dict[str, Any],
+    mine: dict[str, Any],
+    path: Path,
+    moco: MoCo,
+    optimizer: torch.optim.Optimizer,
+    gen_aug: torch.Generator,
+    gen_model: torch.Generator,
+) -> None:
+    """Load the checkpoint's weights, optimizer and random streams; a file that does not fit
+    this run's model (another size, a damaged entry) is a one-line error."""
+    try:
+        moco.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        gen_aug.set_state(mine["gen_aug"])
+        gen_model.set_state(mine["gen_model"])
+    except (RuntimeError, KeyError, ValueError, TypeError, IndexError, OverflowError) as e:
+        raise CheckpointError(
+            f"checkpoint {path} does not fit this run ({type(e).__name__}: {brief(e)}); it is "
+            "damaged or belongs to another run (restore it, or start a new run)"
+        ) from e
+
+
+def _progress(total: int, initial: int, enabled: bool, name: str, stream: Any) -> Any:
     from tqdm import tqdm
 
     return tqdm(
         total=total,
         initial=initial,
         disable=not enabled,
-        file=sys.stderr,
+        file=stream,
         unit="step",
         desc=name,
         dynamic_ncols=True,

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import json
-import time
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -12,10 +12,10 @@ import torch
 
 from hardstat import runs
 from hardstat.config import TrainConfig
-from hardstat.errors import DatasetError
+from hardstat.errors import CheckpointError, ConfigError, DatasetError
 from hardstat.logwriter import RunLogWriter
 from hardstat.train.augment import eval_transform
-from hardstat.train.checkpoint import checkpoint_path, load_checkpoint
+from hardstat.train.checkpoint import brief, checkpoint_path, load_checkpoint
 from hardstat.train.data import load_dataset
 from hardstat.train.evaluate import extract_features, knn_eval, linear_probe
 from hardstat.train.loop import resolve_device
@@ -42,14 +42,41 @@ def evaluate_run(
     device: str = "auto",
     dataset_spec: str | None = None,
 ) -> list[EvalResult]:
-    """Evaluate the run's checkpointed query backbone; append rows to its ``evals`` table."""
+    """Evaluate the run's checkpointed query backbone; append rows to its ``evals`` table.
+
+    Holds the run's lock throughout (:class:`hardstat.runs.RunLock`): a run that is training,
+    or being evaluated by another process, is refused with one line.
+    """
     run_dir = Path(run_dir)
     manifest = runs.read_manifest(run_dir)
-    state = load_checkpoint(checkpoint_path(run_dir), resume=False)
-    config = TrainConfig.from_dict(json.loads(state["config"]))
+    with runs.RunLock(run_dir):
+        return _evaluate_locked(
+            run_dir, manifest, linear, knn, linear_epochs, linear_lr, device, dataset_spec
+        )
+
+
+def _evaluate_locked(
+    run_dir: Path,
+    manifest: dict[str, object],
+    linear: bool,
+    knn: bool,
+    linear_epochs: int,
+    linear_lr: float,
+    device: str,
+    dataset_spec: str | None,
+) -> list[EvalResult]:
+    path = checkpoint_path(run_dir)
+    state = load_checkpoint(path, resume=False)
+    try:
+        config = TrainConfig.from_dict(json.loads(state["config"]))
+    except (ValueError, ConfigError) as e:
+        raise CheckpointError(
+            f"checkpoint {path} holds an invalid config ({e}); restore it from a backup"
+        ) from e
     dev = resolve_device(device)
+    spec = dataset_spec or manifest["dataset"].get("spec") or config.data.dataset  # type: ignore[attr-defined]
     dataset = load_dataset(
-        dataset_spec or manifest["dataset"].get("spec") or config.data.dataset,
+        spec,
         download=config.data.download,
         image_size=config.data.image_size,
         subset=config.data.subset,
@@ -64,7 +91,13 @@ def evaluate_run(
         queue_size=config.model.queue_size,
         bn_splits=config.model.bn_splits,
     )
-    model.load_state_dict(state["model"])
+    try:
+        model.load_state_dict(state["model"])
+    except (RuntimeError, KeyError, ValueError) as e:
+        raise CheckpointError(
+            f"checkpoint {path} does not fit the run's model ({brief(e)}); it is damaged or "
+            "belongs to another run"
+        ) from e
     backbone = model.encoder_q.backbone.to(dev)
 
     def tf(images: torch.Tensor) -> torch.Tensor:
@@ -73,7 +106,7 @@ def evaluate_run(
     x_train, y_train = extract_features(backbone, dataset.train, tf, dev)
     x_test, y_test = extract_features(backbone, dataset.test, tf, dev)
     step = int(state["step"]) - 1
-    steps_per_epoch = max(1, manifest["dataset"]["train_size"] // config.optim.batch_size)
+    steps_per_epoch = max(1, len(dataset.train) // config.optim.batch_size)
     epoch = max(0, (step + 1) // steps_per_epoch - 1)
     n_classes = len(dataset.classes)
     results: list[EvalResult] = []
@@ -105,19 +138,29 @@ def evaluate_run(
             seed=config.seed,
         )
         results.append(EvalResult("linear", step, epoch, top1, top5, params))
-    writer = RunLogWriter(run_dir, manifest["run"], tag=f"posthoc-{time.strftime('%Y%m%dT%H%M%S')}")
-    writer.write(
-        "evals",
-        {
-            "step": np.array([r.step for r in results], dtype=np.int32),
-            "epoch": np.array([r.epoch for r in results], dtype=np.int16),
-            "kind": np.array([r.kind for r in results], dtype=object),
-            "top1": np.array([r.top1 for r in results], dtype=np.float32),
-            "top5": _floats_or_null([r.top5 for r in results]),
-            "params": np.array([json.dumps(r.params) for r in results], dtype=object),
-        },
+    # a name no earlier evaluation has (microseconds; the lock orders evaluations of one run)
+    now = datetime.now(UTC)
+    stamp = (
+        f"{now.year:04d}{now.month:02d}{now.day:02d}T{now.hour:02d}{now.minute:02d}"
+        f"{now.second:02d}{now.microsecond:06d}"
     )
-    writer.close()
+    writer = RunLogWriter(run_dir, str(manifest["run"]), tag=f"posthoc-{stamp}")
+    try:
+        writer.write(
+            "evals",
+            {
+                "step": np.array([r.step for r in results], dtype=np.int32),
+                "epoch": np.array([r.epoch for r in results], dtype=np.int16),
+                "kind": np.array([r.kind for r in results], dtype=object),
+                "top1": np.array([r.top1 for r in results], dtype=np.float32),
+                "top5": _floats_or_null([r.top5 for r in results]),
+                "params": np.array([json.dumps(r.params) for r in results], dtype=object),
+            },
+        )
+        writer.close()
+    except OSError as e:
+        writer.discard()
+        raise runs.write_failed(run_dir / "evals", e, "evaluate again") from e
     return results
 
 

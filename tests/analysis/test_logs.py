@@ -15,7 +15,7 @@ import pytest
 
 from hardstat import schema
 from hardstat.analysis import logs
-from hardstat.errors import LogError, QueryError, RunError
+from hardstat.errors import ConfigError, LogError, QueryError, RunError
 
 
 def ranked_pairs(queue_size: int, queries: int, step: int = 0) -> dict[str, np.ndarray]:
@@ -343,3 +343,190 @@ def test_version_1_runs_read_as_process_0_beside_version_2_runs(two_runs: list[P
     pq.write_table(t.drop_columns(["top5"]).replace_schema_metadata(t.schema.metadata), path)
     with pytest.raises(LogError, match="lacks column"):
         logs.connect(logs.find_runs(two_runs))
+
+
+# -- literal paths: glob characters in a run's path are never a pattern -------------------------
+def test_a_run_path_with_glob_characters_reads_its_own_files(tmp_path: Path) -> None:
+    from runlogs import write_run
+
+    g = tmp_path / "g"
+    write_run(g, "x", queue_size=8, pairs=ranked_pairs(8, 2))  # 16 pairs
+    write_run(g, "y", queue_size=8, pairs=ranked_pairs(8, 3))  # 24 pairs
+    (g / "x").rename(g / "a[1]")  # copied or renamed by hand; the manifest keeps the run name
+    (g / "y").rename(g / "a1")
+    runs = logs.find_runs([g / "a[1]"])
+    assert [r.name for r in runs] == ["x"]
+    con = logs.connect(runs)
+    counts = logs.query(con, "SELECT run, count(*) AS n FROM pairs GROUP BY run")
+    assert counts.to_pylist() == [{"run": "x", "n": 16}]
+    both = logs.connect(logs.find_runs([g]))
+    counts = logs.query(both, "SELECT run, count(*) AS n FROM pairs GROUP BY run ORDER BY run")
+    assert counts.to_pylist() == [{"run": "x", "n": 16}, {"run": "y", "n": 24}]
+    assert [r.name for r in logs.find_runs([str(g / "a?")])] == ["y"]  # a typed pattern
+
+
+@pytest.mark.parametrize("out", ["exp[1]", "s*t", "q?x", "b\\ack", "it's"])
+def test_a_run_under_an_out_with_glob_characters_reads(tmp_path: Path, out: str) -> None:
+    from runlogs import write_run
+
+    run = write_run(tmp_path / out, "r", queue_size=8, pairs=ranked_pairs(8, 2))
+    con = logs.connect(logs.find_runs([run]))
+    assert logs.query(con, "SELECT count(*) AS n FROM pairs").column("n").to_pylist() == [16]
+
+
+# -- log files are checked against the schema ------------------------------------------------------
+def _rewrite(path: Path, change: Callable[[pa.Table], pa.Table]) -> None:
+    table = pq.read_table(path)
+    metadata = pq.read_schema(path).metadata
+    new = change(table)
+    pq.write_table(new.replace_schema_metadata(metadata), path)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (
+            lambda t: t.set_column(
+                t.schema.get_field_index("rank"),
+                "rank",
+                pa.array([str(v) for v in t.column("rank").to_pylist()]),
+            ),
+            "column rank has type string",
+        ),
+        (
+            lambda t: t.set_column(
+                t.schema.get_field_index("rank"), "rank", pa.array([None] * t.num_rows, pa.int32())
+            ),
+            "column rank holds 16 null",
+        ),
+        (
+            lambda t: t.set_column(
+                t.schema.get_field_index("run"), "run", pa.array(["other"] * t.num_rows)
+            ),
+            "holds rows of run 'other'",
+        ),
+        (
+            lambda t: t.set_column(
+                t.schema.get_field_index("rank"),
+                "rank",
+                pa.array(np.arange(t.num_rows, dtype=np.int32) + 5),
+            ),
+            "outside 1..8",
+        ),
+    ],
+)
+def test_pairs_files_of_the_wrong_content_are_named(
+    make_run: Callable[..., Path], change: Callable[[pa.Table], pa.Table], message: str
+) -> None:
+    run = make_run("a", queue_size=8, pairs=ranked_pairs(8, 2))
+    bad = next((run / "pairs").glob("*.parquet"))
+    _rewrite(bad, change)
+    before = snapshot(run)
+    with pytest.raises(LogError, match=message) as e:
+        logs.connect(logs.find_runs([run]))
+    assert str(bad) in str(e.value) and "\n" not in str(e.value)
+    assert snapshot(run) == before
+
+
+def test_null_check_without_statistics_reads_the_column(make_run: Callable[..., Path]) -> None:
+    run = make_run("a", queue_size=8, pairs=ranked_pairs(8, 2))
+    bad = next((run / "pairs").glob("*.parquet"))
+    table = pq.read_table(bad)
+    table = table.set_column(
+        table.schema.get_field_index("rank"), "rank", pa.array([None] * 16, pa.int32())
+    )
+    pq.write_table(table, bad, write_statistics=False)
+    with pytest.raises(LogError, match="column rank holds 16 null"):
+        logs.connect(logs.find_runs([run]))
+
+
+def test_unreadable_log_file_is_a_permission_problem(
+    make_run: Callable[..., Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run = make_run("a", queue_size=8, pairs=ranked_pairs(8, 2))
+
+    def denied(path: object, *args: object, **kwargs: object) -> None:
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr(pq, "read_metadata", denied)
+    with pytest.raises(RunError, match="permission denied") as e:
+        logs.connect(logs.find_runs([run]))
+    assert "corrupt" not in str(e.value)
+
+
+def test_a_manifest_of_the_wrong_type_is_one_line(make_run: Callable[..., Path]) -> None:
+    run = make_run("a", queue_size=8, pairs=ranked_pairs(8, 2))
+    manifest = json.loads((run / schema.MANIFEST_FILE).read_text())
+    manifest["queue_size"] = "lots"
+    (run / schema.MANIFEST_FILE).write_text(json.dumps(manifest))
+    with pytest.raises(LogError, match="field 'queue_size' must be a JSON integer"):
+        logs.find_runs([run])
+
+
+# -- statement trees, interrupts, limits ---------------------------------------------------------
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "WITH d AS (DELETE FROM runs RETURNING *) SELECT * FROM d",
+        "WITH d AS (UPDATE runs SET seed = 9 RETURNING *) SELECT * FROM d",
+        "WITH d AS (INSERT INTO runs SELECT * FROM runs RETURNING *) SELECT count(*) FROM d",
+        "SELECT (WITH d AS (DELETE FROM runs RETURNING 1) SELECT count(*) FROM d)",
+        "EXPLAIN WITH d AS (DELETE FROM runs RETURNING *) SELECT * FROM d",
+    ],
+)
+def test_data_modifying_ctes_are_refused(two_runs: list[Path], sql: str) -> None:
+    con = logs.connect(logs.find_runs(two_runs))
+    with pytest.raises(QueryError, match=r"refused a SELECT that contains|EXPLAIN is allowed"):
+        logs.query(con, sql, select_only=True)
+    assert logs.query(con, "SELECT count(*) AS n FROM runs").column("n").to_pylist() == [2]
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "WITH RECURSIVE t(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM t WHERE n < 3) "
+        "SELECT * FROM t",
+        "SELECT 1 UNION SELECT 2",
+        "SUMMARIZE runs",
+        "FROM pairs LIMIT 1",
+        "SELECT 'DELETE_QUERY_NODE' AS type",
+    ],
+)
+def test_reading_statements_pass_the_tree_check(two_runs: list[Path], sql: str) -> None:
+    con = logs.connect(logs.find_runs(two_runs))
+    logs.query(con, sql, select_only=True)
+
+
+def test_memory_limit(two_runs: list[Path]) -> None:
+    assert logs.memory_bytes("4GB") == 4 * 10**9 and logs.memory_bytes("512MiB") == 2**29
+    assert logs.memory_bytes("50%") == logs.physical_memory() // 2
+    for bad in ("lots", "0%", "150%", "1MB"):
+        with pytest.raises(ConfigError):
+            logs.memory_bytes(bad)
+    con = logs.connect(logs.find_runs(two_runs), memory_limit="1GiB")
+    limit = con.execute("SELECT current_setting('memory_limit')").fetchall()[0][0]
+    assert limit.startswith("1.0 GiB") or limit.startswith("1024")
+
+
+def test_ctrl_c_reaches_queries_that_do_not_go_through_query(tmp_path: Path) -> None:
+    """The analyses call ``con.sql`` directly in places: during a CLI command every connection
+    that ``connect`` opens is interrupted by Ctrl-C, whoever runs the query."""
+    import os
+    import signal
+    import threading
+    import time
+
+    from runlogs import write_run
+
+    from hardstat import interrupts
+
+    run = write_run(tmp_path, "big", queue_size=256, pairs=ranked_pairs(256, 64))
+    with interrupts.cli_session():
+        con = logs.connect(logs.find_runs([run]))
+        timer = threading.Timer(1.0, os.kill, (os.getpid(), signal.SIGINT))
+        timer.start()
+        t0 = time.monotonic()
+        with pytest.raises((KeyboardInterrupt, duckdb.InterruptException)):
+            con.sql("SELECT count(*) FROM pairs a, pairs b, pairs c").fetchall()
+        timer.join()
+        assert time.monotonic() - t0 < 3.0 and interrupts.stop_reason() == "interrupt"

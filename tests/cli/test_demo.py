@@ -30,3 +30,9 @@ def test_demo_trains_analyses_and_reports_offline(tmp_path: Path) -> None:
 def test_demo_bad_epochs_is_usage_error(tmp_path: Path) -> None:
     result = runner.invoke(app, ["demo", "--out", str(tmp_path), "--epochs", "0"])
     assert result.exit_code == 2
+
+
+def test_demo_name_stays_inside_out(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["demo", "--out", str(tmp_path / "o"), "--name", "../x"])
+    assert result.exit_code == 1 and "run name" in result.stderr
+    assert not any(tmp_path.iterdir())

@@ -2,6 +2,7 @@ import json
 from pathlib import Path
 
 import duckdb
+import pytest
 from typer.testing import CliRunner
 
 from hardstat.cli import app
@@ -38,3 +39,49 @@ def test_eval_errors(tmp_path: Path) -> None:
     (tmp_path / "run" / "manifest.json").write_text('{"schema_version": 99}')
     result = runner.invoke(app, ["eval", str(tmp_path / "run")])
     assert result.exit_code == 1 and "schema version 99" in result.stderr
+
+
+def test_eval_respects_the_run_lock_and_fails_fast(tmp_path: Path) -> None:
+    from hardstat import runs
+
+    r = runner.invoke(
+        app, ["train", "--out", str(tmp_path), "--name", "a", "-q", "--stop-after", "2"]
+    )
+    assert r.exit_code == 0, r.output
+    with runs.RunLock(tmp_path / "a"):
+        result = runner.invoke(app, ["eval", str(tmp_path / "a"), "--epochs", "1"])
+    assert result.exit_code == 1 and "is in use by process" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert len(list((tmp_path / "a" / "evals").glob("posthoc-*"))) == 0
+
+
+def test_two_evaluations_in_the_same_second_both_keep_their_result(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import time
+
+    r = runner.invoke(
+        app, ["train", "--out", str(tmp_path), "--name", "a", "-q", "--stop-after", "2"]
+    )
+    assert r.exit_code == 0, r.output
+    monkeypatch.setattr(time, "strftime", lambda *args: "20250101T000000")  # one frozen second
+    for _ in range(2):
+        result = runner.invoke(app, ["eval", str(tmp_path / "a"), "--epochs", "1"])
+        assert result.exit_code == 0, result.output
+    rows = duckdb.sql(
+        f"SELECT count(*) FROM '{tmp_path}/a/evals/*.parquet' WHERE kind = 'linear'"
+    ).fetchall()
+    assert rows == [(2,)]
+
+
+def test_eval_of_a_manifest_without_dataset_is_one_line(tmp_path: Path) -> None:
+    r = runner.invoke(
+        app, ["train", "--out", str(tmp_path), "--name", "a", "-q", "--stop-after", "1"]
+    )
+    assert r.exit_code == 0, r.output
+    path = tmp_path / "a" / "manifest.json"
+    manifest = json.loads(path.read_text())
+    del manifest["dataset"]
+    path.write_text(json.dumps(manifest))
+    result = runner.invoke(app, ["eval", str(tmp_path / "a")])
+    assert result.exit_code == 1 and "field 'dataset' is missing" in result.stderr

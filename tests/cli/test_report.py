@@ -92,3 +92,108 @@ def test_usage_errors_exit_2(sweep: Path, tmp_path: Path) -> None:
     assert invoke("report", sweep).exit_code == 2  # --out is required
     result = invoke("report", sweep, "--out", tmp_path / "r.html", "--measure", "cosine")
     assert result.exit_code == 2
+
+
+# -- faults: damaged logs, hostile data, images from elsewhere, a full disk ---------------------
+def test_damaged_pages_fail_the_report(sweep: Path, tmp_path: Path) -> None:
+    """A file whose footer reads but whose pages do not: the report exits 1 like every other
+    reader, instead of putting the error inside the HTML."""
+    bad = next((sweep / "all-s0" / "pairs").glob("*.parquet"))
+    data = bad.read_bytes()
+    footer = int.from_bytes(data[-8:-4], "little")
+    lo, hi = 4, len(data) - 8 - footer
+    bad.write_bytes(data[:lo] + b"\xff" * (hi - lo) + data[hi:])
+    out = tmp_path / "r.html"
+    result = invoke("report", sweep, "--out", out, "--permutations", 0, "--bootstrap", 0)
+    assert result.exit_code == 1, result.output
+    errors = [line for line in result.stderr.splitlines() if line.startswith("Error: ")]
+    assert len(errors) == 1 and str(bad) in errors[0] and "Traceback" not in result.output
+    assert not out.exists()
+
+
+def test_markup_in_class_and_run_names_is_escaped(tmp_path: Path) -> None:
+    from hardstat.classes import ClassInfo
+
+    classes = tuple(
+        ClassInfo(i, f"<img src=x onerror=alert({i})>&\x1b[31m", None, None) for i in range(10)
+    )
+    rng = np.random.default_rng(1)
+    queue, queries, steps = 20, 4, 6
+    n = queue * queries * steps
+    pairs = {
+        "step": np.repeat(np.arange(steps), queries * queue).astype(np.int32),
+        "query_id": np.repeat(rng.integers(0, 30, steps * queries), queue).astype(np.int32),
+        "neg_id": np.concatenate([rng.permutation(30)[:queue] for _ in range(steps * queries)]),
+        "rank": np.tile(np.arange(1, queue + 1), steps * queries).astype(np.int32),
+        "similarity": np.zeros(n, np.float16),
+        "in_band": np.ones(n, bool),
+    }
+    labels = (np.arange(30) % 10).astype(np.int16)
+    run = write_run(
+        tmp_path, "<b>run</b>", queue_size=queue, pairs=pairs, labels=labels, classes=classes
+    )
+    out = tmp_path / "r.html"
+    result = invoke("report", run, "--out", out, "--permutations", 0, "--bootstrap", 0)
+    assert result.exit_code == 0, result.output
+    page = out.read_text()
+    assert "<img src=x" not in page and "<b>run</b>" not in page
+    assert "&lt;b&gt;run&lt;/b&gt;" in page
+
+
+def _npz(path: Path, n: int = 30) -> np.ndarray:
+    images = np.random.default_rng(3).integers(0, 256, (n, 32, 32, 3), dtype=np.uint8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(path, images=images, labels=(np.arange(n) % 10).astype(np.int16))
+    return images
+
+
+def _point_at(run: Path, spec: str) -> None:
+    import json
+
+    manifest = json.loads((run / "manifest.json").read_text())
+    manifest["dataset"]["spec"] = spec
+    (run / "manifest.json").write_text(json.dumps(manifest))
+
+
+def test_images_come_only_from_a_named_dataset_or_the_run(sweep: Path, tmp_path: Path) -> None:
+    """A manifest that names a file elsewhere (a colleague's, or /home/you/secret.npz) does
+    not make the report embed it; --dataset or a file inside the run does."""
+    secret = tmp_path / "elsewhere" / "secret.npz"
+    _npz(secret)
+    run = sweep / "all-s0"
+    _point_at(run, f"npz:{secret}")
+    args = ["--permutations", 0, "--bootstrap", 0, "--thumbnails", 2, "--band", "0-50"]
+    out = tmp_path / "r.html"
+    result = invoke("report", run, "--out", out, *args)
+    assert result.exit_code == 0, result.output
+    page = out.read_text()
+    assert "data:image/png;base64" not in page.split('id="gallery"')[1]
+    assert "outside the runs" in page and "--dataset" in page
+    result = invoke("report", run, "--out", out, *args, "--dataset", f"npz:{secret}")
+    assert result.exit_code == 0, result.output
+    gallery = out.read_text().split('id="gallery"')[1]
+    assert f"Images from {secret} (--dataset)." in gallery and "outside the runs" not in gallery
+    inside = run / "images" / "train.npz"
+    _npz(inside)
+    _point_at(run, f"npz:{inside}")
+    result = invoke("report", run, "--out", out, *args)
+    assert result.exit_code == 0, result.output
+    assert "inside the run" in out.read_text()
+
+
+def test_disk_full_while_writing_the_report(
+    sweep: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import os
+
+    out = tmp_path / "r.html"
+    out.write_text("previous report")
+
+    def full(fd: int) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", full)
+    result = invoke("report", sweep, "--out", out, "--permutations", 0, "--bootstrap", 0)
+    assert result.exit_code == 1 and "No space left on device" in result.stderr
+    assert out.read_text() == "previous report"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r.html", "sweep"]

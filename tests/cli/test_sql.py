@@ -293,3 +293,97 @@ def test_docs_list_the_runs_columns_and_help_examples() -> None:
     help_text = " ".join(invoke("sql", "--help").stdout.split())
     for word in ("--format", "--limit", "--param", "--out", "--schema", "runs/*"):
         assert word in help_text and word in section
+
+
+# -- stopping a query: Ctrl-C, --timeout, --memory-limit ------------------------------------------
+CROSS = "SELECT count(*) FROM pairs a, pairs b, pairs c"
+
+
+@pytest.fixture
+def big(tmp_path: Path) -> Path:
+    """16,384 pairs: their triple cross join would run for hours."""
+    return write_run(tmp_path, "big", queue_size=256, pairs=ranked_pairs(256, 64))
+
+
+def test_ctrl_c_stops_a_query_at_once(big: Path) -> None:
+    import os
+    import signal
+    import threading
+    import time
+
+    timer = threading.Timer(1.0, os.kill, (os.getpid(), signal.SIGINT))
+    timer.start()
+    t0 = time.monotonic()
+    result = invoke("sql", big, CROSS, "--timeout", "60")
+    took = time.monotonic() - t0 - 1.0
+    timer.join()
+    assert result.exit_code == 130, result.output
+    assert result.stderr == "Error: interrupted (Ctrl-C)\n"
+    assert took < 2.0
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored
+
+
+def test_ctrl_c_in_a_shell_exits_130_without_traceback(big: Path) -> None:
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    cmd = [sys.executable, "-m", "hardstat", "sql", str(big), CROSS]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(3)  # imports, footer checks, the query under way
+    t0 = time.monotonic()
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=30)
+    assert time.monotonic() - t0 < 2.0
+    assert proc.returncode == 130 and err == "Error: interrupted (Ctrl-C)\n"
+
+
+def test_timeout_stops_a_query_with_one_line(big: Path) -> None:
+    result = invoke("sql", big, CROSS, "--timeout", "1")
+    assert result.exit_code == 1
+    assert result.stderr.startswith("Error: the query ran longer than its time limit (1 s)")
+    assert result.stderr.count("\n") == 1 and result.stdout == ""
+    assert invoke("sql", big, "SELECT count(*) FROM pairs", "--timeout", "30").exit_code == 0
+
+
+def test_memory_limit_option(big: Path) -> None:
+    ok = invoke("sql", big, "SELECT current_setting('memory_limit') AS m", "--memory-limit", "2GiB")
+    assert ok.exit_code == 0 and "2.0 GiB" in ok.stdout
+    bad = invoke("sql", big, "SELECT 1", "--memory-limit", "lots")
+    assert bad.exit_code == 2 and "not a size" in bad.stderr
+    assert "50%" in invoke("sql", "--help").stdout
+
+
+def test_terminal_escapes_in_run_data_are_shown_escaped(tmp_path: Path) -> None:
+    from hardstat.classes import ClassInfo
+
+    evil = (
+        ClassInfo(0, "cat\x1b[2J\x1b]0;pwned\x07", None, None),
+        ClassInfo(1, "dog\rX", None, None),
+    )
+    run = write_run(tmp_path, "r", queue_size=8, pairs=ranked_pairs(8, 1), classes=evil)
+    result = invoke(
+        "sql", run, "SELECT name, 'a' || chr(27) || '[31m' AS \"x\x1b[1m\" FROM classes"
+    )
+    assert result.exit_code == 0, result.output
+    assert "\x1b" not in result.stdout and "\r" not in result.stdout and "\x07" not in result.stdout
+    assert "cat\\x1b[2J\\x1b]0;pwned\\x07" in result.stdout and "dog\\rX" in result.stdout
+
+
+def test_parquet_out_on_a_full_disk_is_one_line(
+    sweep: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import pyarrow.parquet as pq_module
+
+    out = tmp_path / "o.parquet"
+
+    class Full(pq_module.ParquetWriter):  # type: ignore[misc]
+        def write_batch(self, *args: Any, **kwargs: Any) -> None:
+            raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(pq_module, "ParquetWriter", Full)
+    result = invoke("sql", sweep, "SELECT * FROM pairs", "-f", "parquet", "--out", out)
+    assert result.exit_code == 1 and "No space left on device" in result.stderr
+    assert result.stderr.count("\n") == 1 and not out.exists()
+    assert not list(tmp_path.glob(".*.tmp"))

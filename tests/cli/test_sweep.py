@@ -403,3 +403,133 @@ def test_slurm_task_runs_the_probe(tmp_path: Path) -> None:
     assert task.exit_code == 0, task.output
     assert summary(task.stderr)["0-100-s0"][6] == "ran"
     assert len(linear_rows(out / "0-100-s0")) == 1
+
+
+# -- hostile values: every command written for a shell is quoted --------------------------------
+HOSTILE = "DIR$(touch PWNED) `touch PWNED` it's; touch PWNED [1] *"
+
+
+def _fake_bin(tmp_path: Path) -> Path:
+    """``sbatch`` and ``hardstat`` stand-ins that record their arguments, one per line."""
+    import os
+    import stat
+
+    fake = tmp_path / "bin"
+    fake.mkdir(exist_ok=True)
+    for name in ("sbatch", "hardstat"):
+        script = fake / name
+        script.write_text(f'#!/bin/bash\nprintf "%s\\n" {name} "$@" >> "$ARGS_LOG"\n')
+        script.chmod(script.stat().st_mode | stat.S_IEXEC)
+    assert os.access(fake / "sbatch", os.X_OK)
+    return fake
+
+
+def _run_in_bash(tmp_path: Path, text: str, **env: str) -> list[list[str]]:
+    """Run ``text`` with bash, from an empty directory; return each recorded command."""
+    import os
+    import subprocess
+
+    work = tmp_path / "work"
+    work.mkdir(exist_ok=True)
+    log = tmp_path / "args.log"
+    log.write_text("")
+    path = f"{_fake_bin(tmp_path)}:{os.environ['PATH']}"
+    full = {**os.environ, "PATH": path, "ARGS_LOG": str(log), **env}
+    subprocess.run(["bash", "-c", text], cwd=work, env=full, check=True)
+    assert not any(p.name == "PWNED" for p in tmp_path.rglob("*")), "a value ran as code"
+    commands: list[list[str]] = []
+    for line in log.read_text().splitlines():
+        if line in ("sbatch", "hardstat"):
+            commands.append([line])
+        else:
+            commands[-1].append(line)
+    return commands
+
+
+def test_printed_sbatch_command_and_script_are_quoted(tmp_path: Path) -> None:
+    out = tmp_path / HOSTILE
+    result = invoke(*sweep_args(out, "0-100,0-5+50-55,random:5", "0", "--launcher", "slurm"))
+    assert result.exit_code == 0, result.output
+    script = out / "sweep.sbatch"
+    assert _run_in_bash(tmp_path, result.stdout) == [["sbatch", str(script)]]
+    text = script.read_text()
+    # the #SBATCH --output value, as sbatch reads it (it honours shell quotes)
+    output = next(line for line in text.splitlines() if line.startswith("#SBATCH --output="))
+    assert shlex.split(output.split("=", 1)[1]) == [f"{out}/slurm-%A_%a.out"]
+    assert _run_in_bash(tmp_path, text, SLURM_ARRAY_TASK_ID="2") == [
+        ["hardstat", "sweep", "--out", str(out), "--index", "2", "--quiet"]
+    ]
+
+
+def test_dry_run_lines_are_a_safe_script(tmp_path: Path) -> None:
+    out = tmp_path / HOSTILE
+    spec = "synthetic:128 $(touch PWNED)'\""
+    args = [
+        *sweep_args(out, "0-100,0-5+50-55", "0,1", "--dry-run"),
+        "--set",
+        f"data.dataset={spec}",
+    ]
+    result = invoke(*args)
+    assert result.exit_code == 0, result.output
+    commands = _run_in_bash(tmp_path, result.stdout)
+    assert [c[:2] for c in commands] == [["hardstat", "train"]] * 4
+    assert all(c[c.index("--out") + 1] == str(out) for c in commands)
+    assert all(c[c.index("--dataset") + 1] == spec for c in commands)
+    assert [c[c.index("--band") + 1] for c in commands] == ["0-100", "0-5,50-55"] * 2
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--out", "sw\n#SBATCH --wrap=touch PWNED"],
+        ["--out", "sw\x1b[2J"],
+        ["--set", "data.dataset=a\nb"],
+        ["--dataset", "npz:a\ntouch PWNED"],
+    ],
+)
+def test_control_characters_in_paths_and_values_are_refused(
+    tmp_path: Path, args: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    base = ["--bands", "0-100", "--launcher", "slurm"]
+    if "--out" not in args:
+        base += ["--out", "sw"]
+    result = invoke(*base, *args)
+    assert result.exit_code == 1, result.output
+    assert "control characters" in result.stderr and result.stderr.count("\n") == 1
+    assert not (tmp_path / "sw").exists() and not any(tmp_path.iterdir())
+
+
+def test_two_sweeps_on_one_directory(tmp_path: Path) -> None:
+    from hardstat import runs
+
+    out = tmp_path / "sw"
+    assert invoke(*sweep_args(out, "0-100", "0", "--launcher", "slurm")).exit_code == 0
+    with runs.RunLock(out, what="sweep"):  # another whole-sweep process
+        result = invoke("--out", str(out), "-q")
+        assert result.exit_code == 1 and "is in use by process" in result.stderr
+        assert invoke("--out", str(out), "--index", "0", "-q").exit_code == 1
+    with runs.RunLock(out, what="sweep").acquire(shared=True):  # an array task
+        assert invoke("--out", str(out), "-q").exit_code == 1
+        result = invoke("--out", str(out), "--index", "0", "-q")  # array tasks share
+        assert result.exit_code == 0, result.output
+
+
+def test_disk_full_while_writing_the_sweep_state(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import os
+
+    out = tmp_path / "sw"
+    assert invoke(*sweep_args(out, "0-100", "0", "--launcher", "slurm")).exit_code == 0
+    before = (out / "sweep.json").read_bytes()
+
+    def full(fd: int) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", full)
+    result = invoke(*sweep_args(out, "0-100", "0", "--launcher", "slurm"))
+    assert result.exit_code == 1 and "No space left on device" in result.stderr
+    assert "run the same sweep command again" in result.stderr
+    assert (out / "sweep.json").read_bytes() == before
+    assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]

@@ -1,4 +1,5 @@
 import json
+import shlex
 from pathlib import Path
 
 import duckdb
@@ -133,3 +134,94 @@ def test_version() -> None:
 
     result = invoke("--version")
     assert result.exit_code == 0 and result.stdout.strip() == f"hardstat {__version__}"
+
+
+@pytest.mark.parametrize("name", ["../../x", "/abs", "a/b", "..", "x\ny"])
+def test_run_name_is_one_path_component(tmp_path: Path, name: str) -> None:
+    out = tmp_path / "deep" / "out"
+    result = invoke("train", "--out", str(out), "--name", name, "-q", "--epochs", "1")
+    assert result.exit_code == 1 and "run name" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert sorted(p.name for p in tmp_path.rglob("*")) == []  # nothing created anywhere
+
+
+def test_name_of_an_existing_file_and_an_out_that_is_a_file(tmp_path: Path) -> None:
+    (tmp_path / "f").write_text("x")
+    result = invoke("train", "--out", str(tmp_path), "--name", "f", "-q")
+    assert result.exit_code == 1 and "is not a directory" in result.stderr
+    result = invoke("train", "--out", str(tmp_path / "f"), "--name", "r", "-q")
+    assert result.exit_code == 1 and "is not a directory; choose another --out" in result.stderr
+    assert (tmp_path / "f").read_text() == "x"
+
+
+def test_unwritable_out_is_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    monkeypatch.setattr(os, "access", lambda *args, **kwargs: False)
+    result = invoke("train", "--out", str(tmp_path / "ro"), "--name", "r", "-q")
+    assert result.exit_code == 1 and "is not writable" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_resume_hints_are_shell_quoted(tmp_path: Path) -> None:
+    out = tmp_path / "DIR$(touch X) it's"
+    args = ["train", "--out", str(out), "--name", "r", "-q", "--stop-after", "2"]
+    result = invoke(*args)
+    assert result.exit_code == 0, result.output
+    hint = result.stderr.strip().splitlines()[-1].split("continue with: ")[1]
+    assert shlex.split(hint) == ["hardstat", "train", "--resume", str(out / "r")]
+
+
+def test_resume_of_a_run_without_checkpoint_gives_one_way_out(tmp_path: Path) -> None:
+    (tmp_path / "dead").mkdir()
+    (tmp_path / "dead" / "manifest.json").write_text(
+        json.dumps(_manifest_of(invoke, tmp_path)), encoding="utf-8"
+    )
+    resumed = invoke("train", "--resume", str(tmp_path / "dead"))
+    started = invoke("train", "--out", str(tmp_path), "--name", "dead", "-q")
+    for result in (resumed, started):
+        assert result.exit_code == 1 and "holds no checkpoint" in result.stderr
+        assert "mv " in result.stderr and "--resume" not in result.stderr
+
+
+def _manifest_of(invoke, tmp_path: Path) -> dict:  # type: ignore[no-untyped-def]
+    """A complete manifest, from a real tiny run."""
+    result = invoke("train", "--out", str(tmp_path), "--name", "src", "-q", "--stop-after", "1")
+    assert result.exit_code == 0, result.output
+    return json.loads((tmp_path / "src" / "manifest.json").read_text())
+
+
+def test_errors_before_training_do_not_import_torch(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from hardstat.cli import app\n"
+        "for args in (['eval', '/nonexistent'], ['train', '--resume', '/nonexistent'],\n"
+        "             ['train', '--name', '../x'], ['train', '--out', 'a\\nb']):\n"
+        "    try:\n"
+        "        app(args)\n"
+        "    except SystemExit as e:\n"
+        "        assert e.code == 1, (args, e.code)\n"
+        "print('torch' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False", out.stderr
+
+
+def test_training_survives_a_reader_that_goes_away(tmp_path: Path) -> None:
+    """`hardstat train ... 2>&1 | head -c 1`: the pipe closes after the first byte; training
+    goes on, checkpoints, finishes and exits 0."""
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, "-m", "hardstat", "train", "--out", str(tmp_path), "--name", "p"]
+    cmd += ["--epochs", "2", "--threads", "1"]  # with its progress bar
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    assert proc.stdout is not None
+    proc.stdout.read(1)
+    proc.stdout.close()  # the reader has gone
+    assert proc.wait(timeout=300) == 0
+    manifest = json.loads((tmp_path / "p" / "manifest.json").read_text())
+    assert manifest["status"] == "finished" and manifest["steps_done"] == 16

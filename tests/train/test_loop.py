@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -13,7 +14,14 @@ import torch
 
 from hardstat import runs
 from hardstat.config import preset
-from hardstat.errors import CheckpointError, ConfigError, RunError
+from hardstat.errors import (
+    CheckpointError,
+    ConfigError,
+    LogError,
+    RunError,
+    RunInUseError,
+    WriteError,
+)
 from hardstat.train import model as model_module
 from hardstat.train.checkpoint import checkpoint_path, load_checkpoint
 from hardstat.train.loop import train
@@ -304,3 +312,200 @@ def test_resume_and_eval_from_another_directory_with_relative_dataset(
     assert train(config, run_dir, resume=True, progress=False).steps_done == 4
     (result,) = evaluate_run(run_dir, linear=True, linear_epochs=2)
     assert result.kind == "linear" and 0 <= result.top1 <= 1
+
+
+# -- faults: a second trainer, crashes, broken streams, crafted checkpoints ----------------------
+def _files(run_dir: Path) -> list[tuple[str, int, int]]:
+    return sorted(
+        (str(p.relative_to(run_dir)), p.stat().st_size, p.stat().st_mtime_ns)
+        for p in run_dir.rglob("*")
+        if p.is_file() and p.name != runs.LOCK_FILE
+    )
+
+
+def test_a_second_trainer_of_a_run_is_refused(tmp_path: Path) -> None:
+    run_dir = tmp_path / "r"
+    train(TINY, run_dir, progress=False, stop_after=2)
+    before = _files(run_dir)
+    with runs.RunLock(run_dir):  # as if another `train --resume` were running
+        with pytest.raises(RunInUseError, match=r"in use by process \d+ on host"):
+            train(TINY, run_dir, resume=True, progress=False)
+        with pytest.raises(RunError, match="already exists"):
+            train(TINY, tmp_path / "r", progress=False)  # nor does a new run start there
+    assert _files(run_dir) == before
+    assert train(TINY, run_dir, resume=True, progress=False, stop_after=3).steps_done == 3
+
+
+def test_a_crash_before_the_first_epoch_end_is_resumable(
+    recorded_run: tuple[Path, Ledger], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A new run checkpoints before its first step, so a crash in the first epoch loses no
+    more than that epoch's steps so far, and the resumed log is the uninterrupted one."""
+    from hardstat.train.logger import RankLogger
+
+    full, _ = recorded_run
+    run_dir = tmp_path / "early"
+    original = RankLogger.log_step
+
+    def crash_at_step_3(self, step, *args, **kwargs):  # type: ignore[no-untyped-def]
+        if step == 3:
+            raise OSError("simulated crash")
+        return original(self, step, *args, **kwargs)
+
+    monkeypatch.setattr(RankLogger, "log_step", crash_at_step_3)
+    with pytest.raises(OSError, match="simulated crash"):
+        train(TINY, run_dir, progress=False)
+    monkeypatch.undo()
+    assert load_checkpoint(checkpoint_path(run_dir))["step"] == 0
+    assert runs.effective_status(run_dir, runs.read_manifest(run_dir)) == "crashed"
+    assert train(TINY, run_dir, resume=True, progress=False).steps_done == 16
+    cols = "step, query_id, neg_id, rank, similarity, in_band, key_step"
+    a = sql(f"SELECT {cols} FROM '{full}/pairs/*.parquet' ORDER BY step, query_id, rank")
+    b = sql(f"SELECT {cols} FROM '{run_dir}/pairs/*.parquet' ORDER BY step, query_id, rank")
+    assert a == b
+    steps = sql(f"SELECT step, count(*) FROM '{run_dir}/steps/*.parquet' GROUP BY 1 ORDER BY 1")
+    assert steps == [(s, 1) for s in range(16)]
+
+
+def test_checkpoints_by_time_bound_the_lost_work(tmp_path: Path) -> None:
+    config = TINY.replace(**{"optim.epochs": 1, "checkpoint_minutes": 1e-9})  # every step
+    run_dir = tmp_path / "timed"
+    train(config, run_dir, progress=False)
+    steps = sql(f"SELECT step, count(*) FROM '{run_dir}/steps/*.parquet' GROUP BY 1 ORDER BY 1")
+    assert steps == [(s, 1) for s in range(8)]
+    assert len(list((run_dir / "steps").glob("*.parquet"))) >= 7  # flushed at each checkpoint
+
+
+class _BrokenStream:
+    """stderr whose reader has gone (a dead `tee`, `2>&1 | head`)."""
+
+    def write(self, text: str) -> int:
+        raise BrokenPipeError(32, "Broken pipe")
+
+    def flush(self) -> None:
+        raise BrokenPipeError(32, "Broken pipe")
+
+    def isatty(self) -> bool:
+        return False
+
+
+def test_a_broken_stderr_never_stops_training(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("sys.stderr", _BrokenStream())
+    result = train(TINY.replace(**{"optim.epochs": 1}), tmp_path / "b", progress=True)
+    assert not result.interrupted and result.steps_done == 8
+    assert runs.read_manifest(tmp_path / "b")["status"] == "finished"
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda s: s.update(step=-5), "step must be an integer >= 0"),
+        (lambda s: s.update(step=10_000), "beyond the run's 16 steps"),
+        (
+            lambda s: s["processes"][0]["logger"]["writer"]["committed"].append("steps/x.parquet"),
+            "which is missing",
+        ),
+        (lambda s: s["model"].update({"queue.keys": torch.zeros(3, 3)}), "does not fit this run"),
+        (lambda s: s["model"].pop("queue.ptr"), "does not fit this run"),
+        (lambda s: s.update(config="{broken"), "holds an invalid config"),
+        (
+            lambda s: s["processes"][0].update(gen_aug=torch.zeros(3, dtype=torch.uint8)),
+            "does not fit this run",
+        ),
+        (lambda s: s["processes"][0]["logger"].pop("writer"), "logger.writer"),
+    ],
+)
+def test_crafted_checkpoints_are_refused_before_training(
+    tmp_path: Path, edit: Callable[[dict], object], message: str
+) -> None:
+    run_dir = tmp_path / "r"
+    train(TINY, run_dir, progress=False, stop_after=2)
+    state = load_checkpoint(checkpoint_path(run_dir))
+    edit(state)
+    torch.save(state, checkpoint_path(run_dir))
+    before = _files(run_dir)
+    with pytest.raises(CheckpointError, match=message) as e:
+        train(TINY, run_dir, resume=True, progress=False)
+    assert "\n" not in str(e.value)
+    assert _files(run_dir) == before
+
+
+def test_resume_without_a_manifest_dataset_is_one_line(tmp_path: Path) -> None:
+    run_dir = tmp_path / "r"
+    train(TINY, run_dir, progress=False, stop_after=2)
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    del manifest["dataset"]
+    (run_dir / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(LogError, match="field 'dataset' is missing"):
+        train(TINY, run_dir, resume=True, progress=False)
+
+
+def test_read_only_run_directory_on_resume(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import os as _os
+
+    run_dir = tmp_path / "r"
+    train(TINY, run_dir, progress=False, stop_after=2)
+    real_open = _os.open
+
+    def read_only(path, flags, *args, **kwargs):  # type: ignore[no-untyped-def]
+        if str(path).startswith(str(run_dir)) and flags & (_os.O_WRONLY | _os.O_RDWR):
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_open(path, flags, *args, **kwargs)
+
+    monkeypatch.setattr(_os, "open", read_only)
+    with pytest.raises(WriteError, match=r"cannot write .*\.lock \(Permission denied\)"):
+        train(TINY, run_dir, resume=True, progress=False)
+
+
+def test_disk_full_while_writing_the_log_keeps_the_run_resumable(
+    recorded_run: tuple[Path, Ledger], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A log part that cannot be written (ENOSPC at its rename) ends training with one line
+    that says how to continue; the resumed run's log is the uninterrupted one."""
+    import os as _os
+
+    from hardstat import logwriter
+
+    full, _ = recorded_run
+    run_dir = tmp_path / "full-disk"
+    real_replace = _os.replace
+    calls = {"n": 0}
+
+    def replace(src, dst):  # type: ignore[no-untyped-def]
+        if "/steps/" in str(dst):
+            calls["n"] += 1
+            if calls["n"] == 2:  # the second steps part: at the end of the first epoch
+                raise OSError(28, "No space left on device")
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(logwriter.os, "replace", replace)
+    with pytest.raises(LogError) as e:
+        train(TINY, run_dir, progress=False)
+    monkeypatch.undo()
+    message = str(e.value)
+    assert "No space left on device" in message and "hardstat train --resume" in message
+    assert "\n" not in message
+    assert train(TINY, run_dir, resume=True, progress=False).steps_done == 16
+    cols = "step, query_id, neg_id, rank, similarity, in_band, key_step"
+    a = sql(f"SELECT {cols} FROM '{full}/pairs/*.parquet' ORDER BY step, query_id, rank")
+    b = sql(f"SELECT {cols} FROM '{run_dir}/pairs/*.parquet' ORDER BY step, query_id, rank")
+    assert a == b
+    steps = sql(f"SELECT step, count(*) FROM '{run_dir}/steps/*.parquet' GROUP BY 1 ORDER BY 1")
+    assert steps == [(s, 1) for s in range(16)]
+
+
+def test_a_copied_run_resumes_under_its_own_name(tmp_path: Path) -> None:
+    """The `run` column of a resumed run is the manifest's run name, also when the directory
+    was copied or renamed (readers refuse files whose `run` differs from the manifest's)."""
+    import shutil
+
+    from hardstat.analysis import logs
+
+    train(TINY, tmp_path / "orig", progress=False, stop_after=4)
+    shutil.copytree(tmp_path / "orig", tmp_path / "copy")
+    train(TINY, tmp_path / "copy", resume=True, progress=False, stop_after=12)
+    con = logs.connect(logs.find_runs([tmp_path / "copy"]))
+    names = logs.query(con, "SELECT DISTINCT run FROM pairs UNION SELECT DISTINCT run FROM steps")
+    assert names.column("run").to_pylist() == ["orig"]
