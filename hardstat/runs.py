@@ -190,7 +190,7 @@ def validate_manifest(data: dict[str, Any], path: Path) -> None:
         )
 
     for field, (kind, since) in schema.MANIFEST_TYPES.items():
-        if since > version:
+        if since > version or (since == 0 and field not in data):
             continue
         if field not in data:
             raise bad(field, "is missing")
@@ -200,6 +200,8 @@ def validate_manifest(data: dict[str, Any], path: Path) -> None:
     if not run or len(run) > 255 or any(unicodedata.category(c) == "Cc" for c in run):
         # only data (escaped in HTML, bound in SQL), but never a terminal escape or a newline
         raise bad("run", f"must be a name without control characters ({run!r:.60})")
+    if data.get("negatives", "queue") not in schema.MANIFEST_NEGATIVES:
+        raise bad("negatives", f"must be one of {', '.join(schema.MANIFEST_NEGATIVES)}")
     if data["status"] not in schema.MANIFEST_STATUSES:
         raise bad("status", f"must be one of {', '.join(schema.MANIFEST_STATUSES)}")
     if data["queue_size"] < 1:
@@ -222,8 +224,8 @@ def validate_manifest(data: dict[str, Any], path: Path) -> None:
         if key in dataset and not isinstance(dataset[key], str):
             raise bad(f"dataset.{key}", "must be a JSON string")
     for key in ("train_size", "test_size", "image_size", "num_classes"):
-        if key in dataset and not _type_ok(dataset[key], "integer"):
-            raise bad(f"dataset.{key}", "must be a JSON integer")
+        if dataset.get(key) is not None and not _type_ok(dataset[key], "integer"):
+            raise bad(f"dataset.{key}", "must be a JSON integer or null")
     for section, keys in (("model", {"backbone": "string"}), ("optim", _OPTIM_KEYS)):
         if section not in config:
             continue

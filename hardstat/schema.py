@@ -281,10 +281,16 @@ MANIFEST_TYPES: dict[str, tuple[str, int]] = {
     "processes": ("integer", 2),
     "steps_done": ("integer", 1),
     "epochs_done": ("integer", 1),
+    "negatives": ("string", 0),
 }
 """The JSON type of every manifest field and the schema version that added it: readers
 (:func:`hardstat.runs.read_manifest`) refuse a manifest that lacks a field of its version or
-holds a value of another type, naming the file and the field."""
+holds a value of another type, naming the file and the field. Version 0 marks an optional field
+(``negatives``, added within version 3: a manifest without it reads as ``"queue"``), checked
+only when present."""
+
+MANIFEST_NEGATIVES = ("queue", "in_batch")
+"""Values of the manifest's optional ``negatives``."""
 
 MANIFEST_STATUSES = ("running", "interrupted", "finished")
 """Values of the manifest's ``status``."""

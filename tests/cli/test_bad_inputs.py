@@ -42,7 +42,7 @@ def command(name: str, run: Path, tmp: Path) -> list[str]:
         "bands": ["analyze", "bands", r],
         "consistency": [
             *("analyze", "consistency", r, "--permutations", "0"),
-            "--no-permutation-check",
+            "--no-shuffle-check",
         ],
         "semantic": ["analyze", "semantic", r, "--bootstrap", "0", "--permutations", "0"],
         "report": [

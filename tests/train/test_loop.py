@@ -341,18 +341,18 @@ def test_a_crash_before_the_first_epoch_end_is_resumable(
 ) -> None:
     """A new run checkpoints before its first step, so a crash in the first epoch loses no
     more than that epoch's steps so far, and the resumed log is the uninterrupted one."""
-    from hardstat.train.logger import RankLogger
+    from hardstat.record import Recorder
 
     full, _ = recorded_run
     run_dir = tmp_path / "early"
-    original = RankLogger.log_step
+    original = Recorder.log_step
 
     def crash_at_step_3(self, step, *args, **kwargs):  # type: ignore[no-untyped-def]
         if step == 3:
             raise OSError("simulated crash")
         return original(self, step, *args, **kwargs)
 
-    monkeypatch.setattr(RankLogger, "log_step", crash_at_step_3)
+    monkeypatch.setattr(Recorder, "log_step", crash_at_step_3)
     with pytest.raises(OSError, match="simulated crash"):
         train(TINY, run_dir, progress=False)
     monkeypatch.undo()
