@@ -714,8 +714,8 @@ def _icc(
             r = stats.icc_from_sums(draws[i], keys.n_params)
             within[i], between[i] = r.within_key, r.between_key
     return (
-        Estimate(point.within_key, stats.percentile_interval(within)),
-        Estimate(point.between_key, stats.percentile_interval(between)),
+        Estimate(point.within_key, stats.bootstrap_normal_interval(point.within_key, within)),
+        Estimate(point.between_key, stats.bootstrap_normal_interval(point.between_key, between)),
     )
 
 
@@ -772,7 +772,7 @@ def _within_persistence(
         per_run.append((name, pr.statistic, pr.n_pairs // 2))
     result = Persistence(
         statistic=pc.statistic,
-        ci=stats.percentile_interval(boot),
+        ci=stats.bootstrap_normal_interval(pc.statistic, boot),
         p_value=p,
         permutations=permutations,
         null=PERSISTENCE_NULL,
@@ -847,7 +847,7 @@ def _cross(
                 names[a],
                 names[b],
                 float(observed[idx]),
-                stats.percentile_interval(boot_all[:, idx]),
+                stats.bootstrap_normal_interval(float(observed[idx]), boot_all[:, idx]),
                 stats.permutation_p(float(observed[idx]), null[:, idx], "greater"),
                 int(np.count_nonzero((n[a] > 0) & (n[b] > 0))),
             )

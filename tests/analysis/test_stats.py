@@ -276,6 +276,14 @@ def test_bootstrap_sums_resamples_units() -> None:
     assert set(np.unique(draws[:, 0])) <= set(range(5, 26))
 
 
+def test_bootstrap_normal_interval() -> None:
+    draws = np.array([1.0, 2.0, 3.0, 4.0])
+    lo, hi = stats.bootstrap_normal_interval(10.0, draws)
+    half = sps.norm.ppf(0.975) * draws.std(ddof=1)
+    assert (lo, hi) == pytest.approx((10 - half, 10 + half))
+    assert all(math.isnan(v) for v in stats.bootstrap_normal_interval(1.0, [np.nan, 2.0]))
+
+
 def test_percentile_and_jackknife_intervals() -> None:
     assert stats.percentile_interval(np.arange(101.0), 0.9) == pytest.approx((5.0, 95.0))
     assert stats.percentile_interval(np.array([np.nan])) != stats.percentile_interval([1.0])
