@@ -37,12 +37,13 @@ persistent effect; all keys of an image move together):
 
 The primary test (C6): ``persistence``, the correlation of centred key scores between different
 keys of one image, over all such pairs of keys (:func:`hardstat.analysis.stats.pair_correlation`).
-Null: the negatives' identities permuted within strata (:class:`hardstat.analysis.stats.
-StrataShuffle`), exact under "given the stratum, a key's hardness says nothing about which
-image it came from". One-sided permutation p with the +1 correction. Across runs (seeds)
-and between epochs the same correlation is taken between keys of one image in two runs (two
-epochs), the identities permuted in one of them; with three or more runs, the mean over pairs
-of runs with a jackknife interval over runs.
+Null: the negatives' identities moved within strata by random rotations (a subgroup of the
+permutations within strata, :class:`hardstat.analysis.stats.StrataRotation`), exact under
+"given the stratum, a key's hardness says nothing about which image it came from". One-sided
+Monte Carlo p with the +1 correction. Across runs (seeds) and between epochs the same
+correlation is taken between keys of one image in two runs (two epochs), the identities
+rotated within strata; with three or more runs, the mean over pairs of runs with a jackknife
+interval over runs.
 
 Per-negative calls: each key's centred score becomes a van der Waerden score within its
 stratum (exchangeable under the null, exact variance), summed over the image's keys (at least
@@ -83,7 +84,7 @@ DEFAULT_PERMUTATIONS = 1000
 DEFAULT_BOOTSTRAP = 200
 DEFAULT_MIN_KEYS = 3
 STRATA = "run x logged step x negative class"
-PERSISTENCE_NULL = f"negative identities permuted within strata ({STRATA})"
+PERSISTENCE_NULL = f"negative identities rotated at random within strata ({STRATA})"
 
 
 # -- the key table ---------------------------------------------------------------------------
@@ -135,8 +136,8 @@ class KeyTable:
     def params_of(self, mask: np.ndarray) -> int:
         """Cell means of the fits among the keys of ``mask`` (a run, an epoch)."""
         block = self.run[mask] * (1 << 32) + self.step[mask]
-        ab = np.unique(np.stack([block, self.label[mask]]), axis=1).shape[1]
-        ac = np.unique(np.stack([block, self.key_step[mask]]), axis=1).shape[1]
+        ab = np.unique(block * 4096 + self.label[mask] + 1).size
+        ac = np.unique(block * (1 << 24) + (self.step[mask] - self.key_step[mask])).size
         return int(ab + ac - np.unique(block).size)
 
     def subset(self, mask: np.ndarray) -> KeyTable:
@@ -170,16 +171,23 @@ class KeyTable:
 
 
 _COUNT_SQL = """
-SELECT run, neg_id, coalesce(key_step, step) AS key_step, min(epoch) AS epoch,
-       min(step) AS step,
-       count(*) FILTER (WHERE neg_id <> query_id) AS m,
-       sum(rank) FILTER (WHERE neg_id <> query_id)::DOUBLE AS r1,
-       sum(rank::BIGINT * rank) FILTER (WHERE neg_id <> query_id)::DOUBLE AS r2,
-       count(*) FILTER (WHERE neg_id <> query_id AND {band}) AS k,
-       count(*) FILTER (WHERE neg_id = query_id) AS n_self
+SELECT neg_id, {key} AS key_step, min(step) AS step, count(*) AS m, sum(rank)::DOUBLE AS r1,
+       sum(rank::BIGINT * rank)::DOUBLE AS r2, sum(({band})::INTEGER) AS k
 FROM pairs
-WHERE neg_id IS NOT NULL{where}
-GROUP BY run, neg_id, coalesce(key_step, step)
+WHERE neg_id IS NOT NULL AND neg_id <> query_id{where}
+GROUP BY neg_id, {key}
+"""
+"""Per key of one run: pairs m, rank sums, pairs in the hard band, first logged step.
+Self-negatives are left out here and counted by :data:`_SELF_SQL`; a log without key_step
+(schema 1-2) groups by (neg_id, step)."""
+
+_SELF_SQL = """
+SELECT count(*) AS n FROM pairs
+WHERE neg_id = query_id AND list_contains($runs, run){epochs}
+"""
+
+_EPOCH_SQL = """
+SELECT step, min(epoch) AS epoch FROM {table} WHERE run = $run GROUP BY step
 """
 
 
@@ -193,55 +201,64 @@ def count_keys(
     filter_runs: bool = True,
     legacy_runs: Sequence[str] = (),
 ) -> KeyTable:
-    """One streaming aggregation of the ``pairs`` view into one row per key.
+    """One streaming aggregation of the ``pairs`` view per run into one row per key.
 
     ``band`` (a range band) defines the in-band indicator; ``epochs`` keeps only pairs logged
-    in those epochs; ``filter_runs=False`` skips the run filter when ``runs`` are every run on
-    the connection. Parameters are bound by name (``$runs``, ``$epochs``, ``$lo0``, ``$hi0``...).
+    in those epochs; ``filter_runs=False`` skips the run filter when ``runs`` is the one run on
+    the connection; ``legacy_runs`` are runs without key_step (grouped by the logged step).
+    Parameters are bound by name (``$run``, ``$epochs``, ``$lo0``, ``$hi0``...).
     """
-    import pyarrow.compute as pc
-
     intervals = band.rank_intervals(queue_size)
     band_sql = " OR ".join(f"(rank > $lo{i} AND rank <= $hi{i})" for i in range(len(intervals)))
-    params: dict[str, Any] = {}
+    band_params: dict[str, Any] = {}
     for i, (lo, hi) in enumerate(intervals):
-        params[f"lo{i}"], params[f"hi{i}"] = lo, hi
-    where = ""
-    if filter_runs:
-        where += " AND list_contains($runs, run)"
-        params["runs"] = list(runs)
-    if epochs is not None:
-        where += " AND list_contains($epochs, epoch)"
-        params["epochs"] = [int(e) for e in epochs]
-    sql = _COUNT_SQL.format(band=f"({band_sql})", where=where)
-    table = _arrow(con, sql, params)
-    run_index = pc.index_in(table.column("run"), value_set=_pa_strings(runs)).to_numpy(
-        zero_copy_only=False
-    )
-    cols = {
-        name: table.column(name).to_numpy(zero_copy_only=False)
-        for name in ("neg_id", "key_step", "epoch", "step", "m", "r1", "r2", "k", "n_self")
+        band_params[f"lo{i}"], band_params[f"hi{i}"] = lo, hi
+    epoch_sql = " AND list_contains($epochs, epoch)" if epochs is not None else ""
+    epoch_params = {"epochs": [int(e) for e in epochs]} if epochs is not None else {}
+    parts: dict[str, list[np.ndarray]] = {
+        c: [] for c in ("run", "neg", "ks", "step", "m", "r1", "r2", "k")
     }
-    n_self = int(cols["n_self"].sum())
-    keep = cols["m"] > 0
-    m = cols["m"][keep].astype(np.float64)
-    r1, r2 = cols["r1"][keep], cols["r2"][keep]
+    for r, name in enumerate(runs):
+        single = not filter_runs and len(runs) == 1
+        where = ("" if single else " AND run = $run") + epoch_sql
+        sql = _COUNT_SQL.format(
+            key="step" if name in legacy_runs else "key_step", band=band_sql, where=where
+        )
+        params = {**band_params, **epoch_params, **({} if single else {"run": name})}
+        table = _arrow(con, sql, params)
+        cols = {c: table.column(c).to_numpy(zero_copy_only=False) for c in table.column_names}
+        parts["run"].append(np.full(table.num_rows, r, np.int64))
+        parts["neg"].append(cols["neg_id"].astype(np.int64))
+        parts["ks"].append(cols["key_step"].astype(np.int64))
+        parts["step"].append(cols["step"].astype(np.int64))
+        for c in ("m", "r1", "r2", "k"):
+            parts[c].append(cols[c].astype(np.float64))
+    col = {c: np.concatenate(v) if v else np.zeros(0) for c, v in parts.items()}
+    n_self = int(
+        _fetch_named(
+            con,
+            _SELF_SQL.format(epochs=epoch_sql),
+            {"runs": list(runs), **epoch_params},
+        )["n"][0]
+    )
+    run, step, key_step, m = col["run"], col["step"], col["ks"], col["m"]
     kk = float(queue_size)
-    h_sum = (kk * m - r1) / (kk - 1)
-    h_sq = (kk * kk * m - 2 * kk * r1 + r2) / (kk - 1) ** 2
-    neg_ids, neg = np.unique(cols["neg_id"][keep].astype(np.int64), return_inverse=True)
+    h_sum = (kk * m - col["r1"]) / (kk - 1)
+    h_sq = (kk * kk * m - 2 * kk * col["r1"] + col["r2"]) / (kk - 1) ** 2
+    neg_ids, neg = np.unique(col["neg"], return_inverse=True)
+    neg = neg.ravel()
     label = _labels(con, runs, neg_ids)[neg]
-    run = run_index[keep].astype(np.int64)
-    key_step = cols["key_step"][keep].astype(np.int64)
-    step = cols["step"][keep].astype(np.int64)
-    order = np.lexsort((neg, label, step, run))
-    code = np.stack([run, step, label])[:, order]
-    change = np.r_[True, np.any(code[:, 1:] != code[:, :-1], axis=0)] if order.size else []
-    stratum = np.cumsum(change) - 1
+    epoch = _epochs_of(con, runs, run, step)
+    # strata (run, first logged step, class): one packed code, sorted
     block = run * (1 << 32) + step
-    fitted_h, n_params = stats.additive_fit(h_sum / m, m, block, label, key_step)
-    k_rate = cols["k"][keep].astype(np.float64) / m
-    fitted_b, _ = stats.additive_fit(k_rate, m, block, label, key_step)
+    code = block * 4096 + (label + 1)
+    order = np.argsort(code, kind="stable")
+    sorted_code = code[order]
+    change = np.r_[True, sorted_code[1:] != sorted_code[:-1]] if order.size else np.zeros(0, bool)
+    stratum = np.cumsum(change) - 1
+    fit = stats.AdditiveFit(m, block, label, key_step)
+    fitted_h = fit.fitted(h_sum / m)
+    fitted_b = fit.fitted(col["k"] / m)
     return KeyTable(
         runs=tuple(runs),
         queue_size=queue_size,
@@ -249,26 +266,45 @@ def count_keys(
         run=run[order],
         neg=neg[order].astype(np.int64),
         key_step=key_step[order],
-        epoch=cols["epoch"][keep].astype(np.int64)[order],
+        epoch=epoch[order],
         step=step[order],
         label=label[order],
         m=m[order],
         h_sum=h_sum[order],
         h_sq=h_sq[order],
-        k=cols["k"][keep].astype(np.float64)[order],
+        k=col["k"][order],
         stratum=np.asarray(stratum, dtype=np.int64),
         fitted_h=fitted_h[order],
         fitted_b=fitted_b[order],
-        n_params=n_params,
+        n_params=fit.n_params,
         n_self=n_self,
         legacy_runs=tuple(legacy_runs),
     )
 
 
-def _pa_strings(values: Sequence[str]) -> Any:
-    import pyarrow as pa
+def _epochs_of(con: Any, runs: Sequence[str], run: np.ndarray, step: np.ndarray) -> np.ndarray:
+    """The epoch of each (run, step), read from the small ``queries`` table (from ``pairs``
+    for steps it lacks)."""
+    out = np.full(step.size, -1, np.int64)
+    for r, name in enumerate(runs):
+        sel = run == r
+        if not np.any(sel):
+            continue
+        for table in ("queries", "pairs"):
+            got = _fetch_named(con, _EPOCH_SQL.format(table=table), {"run": name})
+            steps, epochs = got["step"].astype(np.int64), got["epoch"].astype(np.int64)
+            order = np.argsort(steps)
+            steps, epochs = steps[order], epochs[order]
+            pos = np.clip(np.searchsorted(steps, step[sel]), 0, max(steps.size - 1, 0))
+            if steps.size and np.all(steps[pos] == step[sel]):
+                out[sel] = epochs[pos]
+                break
+    return out
 
-    return pa.array(list(values), pa.string())
+
+def _fetch_named(con: Any, sql: str, params: dict[str, Any]) -> dict[str, np.ndarray]:
+    arrow = _arrow(con, sql, params)
+    return {name: arrow.column(name).to_numpy(zero_copy_only=False) for name in arrow.column_names}
 
 
 def _arrow(con: Any, sql: str, params: dict[str, Any] | list[Any]) -> Any:
@@ -665,27 +701,29 @@ def _id_list(ids: tuple[int, ...], limit: int = 10) -> str:
 
 # -- the statistics on the key table ---------------------------------------------------------
 class _PersistenceNull:
-    """The persistence numerator for permuted identities, with everything else fixed.
+    """The persistence numerator ``sum_g S_g^2 - sum c^2`` (``S_g``: the sum of group g's
+    centred scores) for identities rotated within strata
+    (:class:`hardstat.analysis.stats.StrataRotation`), with everything else fixed."""
 
-    Keys of ``part`` 0 and 1 (two runs or two epochs) or of one part (within runs): the
-    numerator is ``sum_g S0_g S1_g`` or ``sum_g S_g^2 - sum c^2`` with ``S_g`` the sum of
-    centred scores of group g's keys. Identities are permuted within strata.
-    """
-
-    def __init__(self, c: np.ndarray, group: np.ndarray, n_groups: int, stratum: np.ndarray):
-        self.c, self.group, self.n_groups = c, group, n_groups
-        self.shuffle = stats.StrataShuffle(stratum)
+    def __init__(
+        self,
+        c: np.ndarray,
+        group: np.ndarray,
+        n_groups: int,
+        stratum: np.ndarray,
+        rng: np.random.Generator,
+    ) -> None:
+        self.rotation = stats.StrataRotation(stratum, rng)
+        self.c = c[self.rotation.arranged]
+        self.group, self.n_groups = group, n_groups
         self.sq = float(c @ c)
 
-    def numerator(self, group: np.ndarray) -> float:
-        s = np.bincount(group, weights=self.c, minlength=self.n_groups)
-        return float(s @ s) - self.sq
-
     def draws(self, permutations: int, rng: np.random.Generator) -> np.ndarray:
-        shuffled = self.shuffle.permuter(self.group)
+        rotated = self.rotation.permuter(self.group)
         out = np.empty(permutations)
         for i in range(permutations):
-            out[i] = self.numerator(shuffled(rng))
+            s = np.bincount(rotated(rng), weights=self.c, minlength=self.n_groups)
+            out[i] = float(s @ s) - self.sq
         return out
 
 
@@ -752,7 +790,7 @@ def _within_persistence(
     group = keys.run * j + keys.neg  # an image within a run
     n_groups = len(keys.runs) * j
     pc = stats.pair_correlation(c, group, n_groups, ddof=keys.n_params)
-    null = _PersistenceNull(c, group, n_groups, keys.stratum)
+    null = _PersistenceNull(c, group, n_groups, keys.stratum, rng)
     draws = null.draws(permutations, rng) if permutations > 0 else np.zeros(0)
     scale = pc.n_pairs * pc.variance
     null_stats = draws / scale if scale > 0 else draws * np.nan
@@ -830,10 +868,15 @@ def _cross(
         )
 
     observed = pair_stats(s)
-    shuffle = stats.StrataShuffle(keys.stratum)
+    rotation = stats.StrataRotation(keys.stratum, rng)
+    rotated = rotation.permuter(keys.neg)
+    c_arr, part_arr = c[rotation.arranged], part[rotation.arranged]
+    sels = [part_arr == a for a in range(n_parts)]
     null = np.full((permutations, len(pairs)), np.nan)
     for i in range(permutations):
-        null[i] = pair_stats(sums_by_part(keys.neg[shuffle.draw(rng)])[0])
+        neg_r = rotated(rng)
+        s_r = np.stack([np.bincount(neg_r[sel], weights=c_arr[sel], minlength=j) for sel in sels])
+        null[i] = pair_stats(s_r)
     run_pairs = []
     boot_all = np.full((reps, len(pairs)), np.nan)
     for idx, (a, b) in enumerate(pairs):

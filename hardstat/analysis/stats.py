@@ -292,6 +292,45 @@ class StrataShuffle:
         return draw
 
 
+class StrataRotation:
+    """Random rotations within strata: the randomization group of the consistency test.
+
+    ``stratum`` is sorted (each stratum one contiguous block). At construction each stratum's
+    positions are put in one random order (``arranged``, drawn from ``rng`` with
+    :class:`StrataShuffle`); :meth:`permuter` then returns a function that rotates the values
+    of every stratum, in that order, by an independent uniformly random offset. Rotations form
+    a subgroup of the permutations within strata, so a Monte Carlo test over them is exact
+    whenever the null makes the values exchangeable within strata (Hemerik & Goeman 2018), and
+    one draw costs a few vector operations instead of a shuffle of every stratum (about 4x
+    faster at a million keys). Values come back in arranged order: pair them with
+    ``x[arranged]`` for any other per-position array ``x``.
+    """
+
+    def __init__(self, stratum: Any, rng: np.random.Generator) -> None:
+        stratum = np.asarray(stratum)
+        self.arranged = StrataShuffle(stratum).draw(rng)  # positions, each stratum shuffled
+        self.n = int(stratum.size)
+        change = np.r_[True, stratum[1:] != stratum[:-1]] if self.n else np.zeros(0, bool)
+        starts = np.flatnonzero(change)
+        self.sizes = np.diff(np.r_[starts, self.n]).astype(np.int64)
+        self.block = np.repeat(np.arange(starts.size), self.sizes)
+        self.start_of = np.repeat(starts, self.sizes).astype(np.int64)
+        self.size_of = np.repeat(self.sizes, self.sizes)
+        self.local = np.arange(self.n) - self.start_of
+
+    def rotation(self, rng: np.random.Generator) -> np.ndarray:
+        """Slot j (arranged order) takes the value of slot ``rotation[j]``."""
+        shift = (rng.random(self.sizes.size) * self.sizes).astype(np.int64)
+        idx = self.local + shift[self.block]
+        idx -= self.size_of * (idx >= self.size_of)
+        return idx + self.start_of
+
+    def permuter(self, values: Any) -> Callable[[np.random.Generator], np.ndarray]:
+        """A function returning ``values`` rotated within strata, in arranged order."""
+        arranged = np.asarray(values)[self.arranged]
+        return lambda rng: arranged[self.rotation(rng)]
+
+
 # -- persistence: correlation between different items of one group ---------------------------
 def centre_within(values: Any, stratum: Any) -> np.ndarray:
     """``values`` minus the mean of their stratum (``stratum``: integer codes, any order)."""
@@ -390,29 +429,54 @@ def cell_means(values: Any, weights: Any, cell: Any) -> np.ndarray:
     return (num / den)[inverse]
 
 
-def additive_fit(
-    values: Any, weights: Any, block: Any, first: Any, second: Any
-) -> tuple[np.ndarray, int]:
-    """Two-way additive centring within blocks: ``mean[block, first] + mean[block, second] -
-    mean[block]`` per item (weighted cell means, one sweep), and the number of cell means it
-    used (``#(block, first) + #(block, second) - #block``, the degrees of freedom it takes).
+class AdditiveFit:
+    """Two-way additive centring within blocks: for each item, ``mean[block, first] +
+    mean[block, second] - mean[block]`` (weighted cell means, one sweep).
 
     hardstat uses it with block = (run, logged step), first = the negative's class, second =
     the key step: it removes what all keys of a class share at a step and what all keys of an
-    age share, without cells as small as (key step x class).
+    age share, without cells as small as (key step x class). The cells are found once; then
+    :meth:`fitted` centres any number of value arrays. ``n_params`` is the number of cell
+    means it uses (``#(block, first) + #(block, second) - #block``, the degrees of freedom it
+    takes).
     """
-    block = np.asarray(block, dtype=np.int64)
-    first = np.asarray(first, dtype=np.int64)
-    second = np.asarray(second, dtype=np.int64)
-    ab = np.unique(np.stack([block, first]), axis=1, return_inverse=True)[1].ravel()
-    ac = np.unique(np.stack([block, second]), axis=1, return_inverse=True)[1].ravel()
-    fitted = (
-        cell_means(values, weights, ab)
-        + cell_means(values, weights, ac)
-        - cell_means(values, weights, block)
-    )
-    n_params = int(ab.max() + 1 + ac.max() + 1 - np.unique(block).size) if block.size else 0
-    return fitted, n_params
+
+    def __init__(self, weights: Any, block: Any, first: Any, second: Any) -> None:
+        self.weights = np.asarray(weights, dtype=np.float64)
+        block = np.asarray(block, dtype=np.int64)
+        first = np.asarray(first, dtype=np.int64)
+        second = np.asarray(second, dtype=np.int64)
+        cells = []
+        for other in (first, second, None):
+            code = block if other is None else _pair_code(block, other)
+            uniq, inverse = np.unique(code, return_inverse=True)
+            cells.append((inverse.ravel(), uniq.size))
+        self._cells = cells
+        self.n_params = cells[0][1] + cells[1][1] - cells[2][1] if block.size else 0
+
+    def fitted(self, values: Any) -> np.ndarray:
+        v = np.asarray(values, dtype=np.float64)
+        out = np.zeros(v.size)
+        for (inverse, n), sign in zip(self._cells, (1.0, 1.0, -1.0), strict=True):
+            num = np.bincount(inverse, weights=self.weights * v, minlength=n)
+            den = np.bincount(inverse, weights=self.weights, minlength=n)
+            out += sign * (num / den)[inverse]
+        return out
+
+
+def _pair_code(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """One int64 code per (a, b) pair of integers: b shifted to start at 0, a scaled past b's
+    range (a and b must be small enough for the product to fit in 64 bits)."""
+    b0 = b - b.min() if b.size else b
+    return a * (int(b0.max()) + 1 if b.size else 1) + b0
+
+
+def additive_fit(
+    values: Any, weights: Any, block: Any, first: Any, second: Any
+) -> tuple[np.ndarray, int]:
+    """:class:`AdditiveFit` of one value array: ``(fitted, n_params)``."""
+    fit = AdditiveFit(weights, block, first, second)
+    return fit.fitted(values), fit.n_params
 
 
 def icc_sums(

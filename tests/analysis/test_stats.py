@@ -114,29 +114,57 @@ def test_centre_within() -> None:
     assert out.tolist() == pytest.approx([-1, 1, -10, 0, 10])
 
 
+def test_strata_rotation_rotates_each_stratum_of_its_arrangement() -> None:
+    rng = np.random.default_rng(11)
+    stratum = np.repeat(np.arange(20), rng.integers(1, 9, 20))
+    rot = stats.StrataRotation(stratum, rng)
+    assert np.array_equal(stratum[rot.arranged], stratum)  # the arrangement stays in strata
+    assert np.array_equal(np.sort(rot.arranged), np.arange(stratum.size))
+    seen: dict[int, set[int]] = {}
+    for _ in range(300):
+        idx = rot.rotation(rng)
+        assert np.array_equal(stratum[idx], stratum)
+        # a rotation: consecutive slots of a stratum take consecutive (cyclic) sources
+        for s_ in range(20):
+            block = np.flatnonzero(stratum == s_)
+            offset = (idx[block] - block) % block.size
+            assert np.unique(offset).size == 1
+            seen.setdefault(s_, set()).add(int(offset[0]))
+    assert all(len(v) == np.count_nonzero(stratum == k) for k, v in seen.items())  # all offsets
+
+
 def test_persistence_null_against_brute_force_enumeration() -> None:
-    """On a tiny table (3 strata of 3 keys, 9 keys of 3 images), the Monte Carlo permutation p
-    of the persistence numerator agrees with the exact p from all 6^3 = 216 arrangements."""
+    """On a tiny table (3 strata of 3 keys, 9 keys of 3 images), the Monte Carlo p of the
+    persistence numerator over random rotations equals the exact p from all 3^3 rotations of
+    the same arrangement (and is close to the p over all 6^3 permutations)."""
     c = np.array([0.9, -0.2, -0.7, 0.8, 0.1, -0.9, 0.5, -0.6, 0.1])
     group = np.array([0, 1, 2, 0, 2, 1, 0, 1, 2])  # image of each key; image 0 is hard
     stratum = np.repeat([0, 1, 2], 3)
 
-    def numerator(g: np.ndarray) -> float:
-        s = np.bincount(g, weights=c, minlength=3)
-        return float(s @ s - c @ c)
+    def numerator(g: np.ndarray, values: np.ndarray) -> float:
+        s = np.bincount(g, weights=values, minlength=3)
+        return float(s @ s - values @ values)
 
-    observed = numerator(group)
+    observed = numerator(group, c)
+    rot = stats.StrataRotation(stratum, np.random.default_rng(4))
+    g_arr, c_arr = group[rot.arranged], c[rot.arranged]
     exact = []
+    for shifts in itertools.product(range(3), repeat=3):
+        idx = np.concatenate([3 * s_ + (np.arange(3) + shifts[s_]) % 3 for s_ in range(3)])
+        exact.append(numerator(g_arr[idx], c_arr))
+    p_exact = np.mean(np.array(exact) >= observed - 1e-12)
+    rotated = rot.permuter(group)
+    rng = np.random.default_rng(5)
+    draws = np.array([numerator(rotated(rng), c_arr) for _ in range(20_000)])
+    p_mc = np.mean(draws >= observed - 1e-12)
+    assert p_mc == pytest.approx(p_exact, abs=4 * math.sqrt(p_exact * (1 - p_exact) / 20_000))
+    # the full permutation group: 18 of 216 arrangements reach the observed value
+    full = []
     for p0, p1, p2 in itertools.product(itertools.permutations(range(3)), repeat=3):
         idx = np.concatenate([np.array(p0), 3 + np.array(p1), 6 + np.array(p2)])
-        exact.append(numerator(group[idx]))
-    p_exact = np.mean(np.array(exact) >= observed - 1e-12)
-    sh = stats.StrataShuffle(stratum)
-    rng = np.random.default_rng(4)
-    draws = np.array([numerator(group[sh.draw(rng)]) for _ in range(20_000)])
-    p_mc = np.mean(draws >= observed - 1e-12)
-    assert p_exact == pytest.approx(18 / 216)  # 18 of the 216 arrangements reach it
-    assert p_mc == pytest.approx(p_exact, abs=4 * math.sqrt(p_exact * (1 - p_exact) / 20_000))
+        full.append(numerator(group[idx], c))
+    assert np.mean(np.array(full) >= observed - 1e-12) == pytest.approx(18 / 216)
+    assert p_exact < 0.2  # the planted hard image is rare under both groups
 
 
 # -- intraclass correlations -----------------------------------------------------------------

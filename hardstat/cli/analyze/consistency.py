@@ -156,7 +156,7 @@ def consistency(
     Reports, effect sizes first: the intraclass correlations of hardness within a key and
     between keys of one image (95% bootstrap intervals over negatives); the primary test,
     the correlation of centred scores between different keys of one image against a null that
-    permutes negative identities within strata (one-sided permutation p); the same between
+    permutes negative identities within strata (random rotations; one-sided p); the same between
     runs (seeds) or two --epochs; per-negative calls from at least --min-keys keys (Stouffer z,
     Benjamini-Hochberg), ranked by an empirical-Bayes effect; and, as diagnostics only, the
     old overdispersion of in-band counts against exchangeable ranks. See docs/analyses.md.
