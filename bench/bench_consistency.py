@@ -186,15 +186,19 @@ def part_full(args: argparse.Namespace) -> dict[str, Any]:
 
     run = speed_log(args)
     stamps: list[tuple[str, float]] = []
+    rss: list[tuple[str, float]] = [("imports", peak_rss_mib())]
     t0 = time.perf_counter()
-    con = logs.connect(logs.find_runs([run]), threads=args.threads)
+    con = logs.connect(logs.find_runs([run]), threads=args.threads, memory_limit=args.memory_limit)
     stamps.append(("connect", time.perf_counter()))
     result = consistency(
         con,
         permutations=args.permutations,
         bootstrap=args.bootstrap,
         shuffle_check=not args.no_shuffle_check,
-        progress=lambda msg: stamps.append((msg.split(" ")[0], time.perf_counter())),
+        progress=lambda msg: (
+            stamps.append((msg.split(" ")[0], time.perf_counter())),
+            rss.append((msg.split(" ")[0], peak_rss_mib())),
+        ),
     )
     end = time.perf_counter()
     marks = [("start", t0), *stamps, ("end", end)]
@@ -203,6 +207,7 @@ def part_full(args: argparse.Namespace) -> dict[str, Any]:
         "seconds": end - t0,
         "stages": stages,
         "rss_mib": peak_rss_mib(),
+        "rss_before": dict(rss),
         "keys": result.n_keys,
         "pairs": result.n_pairs,
         "p": result.p_value,
@@ -214,6 +219,8 @@ def run_part(args: argparse.Namespace, part: str) -> dict[str, Any]:
     cmd = [sys.executable, __file__, "--part", part, "--cache", args.cache]
     cmd += ["--threads", str(args.threads), "--repeat", str(args.repeat)]
     cmd += ["--permutations", str(args.permutations), "--bootstrap", str(args.bootstrap)]
+    if args.memory_limit:
+        cmd += ["--memory-limit", args.memory_limit]
     if args.no_shuffle_check:
         cmd.append("--no-shuffle-check")
     done = subprocess.run(cmd, capture_output=True, text=True)
@@ -270,10 +277,13 @@ def speed(args: argparse.Namespace) -> None:
         return
     print(
         f"\n== full analysis: {args.permutations} permutations, {args.bootstrap} bootstrap "
-        f"draws, shuffle check {'off' if args.no_shuffle_check else 'on'}"
+        f"draws, shuffle check {'off' if args.no_shuffle_check else 'on'}, DuckDB memory_limit "
+        f"{args.memory_limit or 'default (50% of RAM)'}"
     )
     stages = ", ".join(f"{k} {v:.1f} s" for k, v in full["stages"].items())
     print(f"  total {full['seconds']:.1f} s, peak RSS {full['rss_mib']:.0f} MiB; {stages}")
+    before = ", ".join(f"{k} {v:.0f}" for k, v in full["rss_before"].items())
+    print(f"  peak RSS (MiB) before each stage: {before}")
     ok = float(full["seconds"]) <= 60 and float(full["rss_mib"]) <= 1024
     print(f"  target <= 60 s and <= 1 GB: {'MET' if ok else 'NOT MET'}")
     print(load())
@@ -419,6 +429,11 @@ def main() -> None:
     p.add_argument("--permutations", type=int, default=1000)
     p.add_argument("--bootstrap", type=int, default=200)
     p.add_argument("--no-shuffle-check", action="store_true")
+    p.add_argument(
+        "--memory-limit",
+        default=None,
+        help="DuckDB memory_limit of the full analysis (default: hardstat's, 50%% of RAM)",
+    )
     p.add_argument("--sims", type=int, default=200, help="calibration logs per scenario")
     p.add_argument("--scenarios", default=",".join(SCENARIOS))
     p.add_argument(

@@ -225,15 +225,15 @@ def count_keys(
             key="step" if name in legacy_runs else "key_step", band=band_sql, where=where
         )
         params = {**band_params, **epoch_params, **({} if single else {"run": name})}
-        table = _arrow(con, sql, params)
-        cols = {c: table.column(c).to_numpy(zero_copy_only=False) for c in table.column_names}
-        parts["run"].append(np.full(table.num_rows, r, np.int64))
+        cols = _numpy(con, sql, params)
+        parts["run"].append(np.full(cols["m"].size, r, np.int64))
         parts["neg"].append(cols["neg_id"].astype(np.int64))
         parts["ks"].append(cols["key_step"].astype(np.int64))
         parts["step"].append(cols["step"].astype(np.int64))
         for c in ("m", "r1", "r2", "k"):
             parts[c].append(cols[c].astype(np.float64))
     col = {c: np.concatenate(v) if v else np.zeros(0) for c, v in parts.items()}
+    del parts
     n_self = int(
         _fetch_named(
             con,
@@ -241,41 +241,42 @@ def count_keys(
             {"runs": list(runs), **epoch_params},
         )["n"][0]
     )
-    run, step, key_step, m = col["run"], col["step"], col["ks"], col["m"]
-    kk = float(queue_size)
-    h_sum = (kk * m - col["r1"]) / (kk - 1)
-    h_sq = (kk * kk * m - 2 * kk * col["r1"] + col["r2"]) / (kk - 1) ** 2
-    neg_ids, neg = np.unique(col["neg"], return_inverse=True)
-    neg = neg.ravel()
-    label = _labels(con, runs, neg_ids)[neg]
-    epoch = _epochs_of(con, runs, run, step)
-    # strata (run, first logged step, class): one packed code, sorted
-    block = run * (1 << 32) + step
-    code = block * 4096 + (label + 1)
+    neg_ids, neg = np.unique(col.pop("neg"), return_inverse=True)
+    label = _labels(con, runs, neg_ids)[neg.ravel()]
+    # strata (run, first logged step, class): sort the keys by one packed code, once
+    code = (col["run"] * (1 << 32) + col["step"]) * 4096 + (label + 1)
     order = np.argsort(code, kind="stable")
-    sorted_code = code[order]
-    change = np.r_[True, sorted_code[1:] != sorted_code[:-1]] if order.size else np.zeros(0, bool)
-    stratum = np.cumsum(change) - 1
+    code = code[order]
+    stratum = np.cumsum(np.r_[True, code[1:] != code[:-1]] if code.size else []) - 1
+    del code
+    run, step, key_step = col.pop("run")[order], col.pop("step")[order], col.pop("ks")[order]
+    m, r1, r2, k = (col.pop(c)[order] for c in ("m", "r1", "r2", "k"))
+    neg, label = neg.ravel()[order], label[order]
+    del order
+    kk = float(queue_size)
+    h_sum = (kk * m - r1) / (kk - 1)
+    h_sq = (kk * kk * m - 2 * kk * r1 + r2) / (kk - 1) ** 2
+    del r1, r2
+    block = run * (1 << 32) + step
     fit = stats.AdditiveFit(m, block, label, key_step)
-    fitted_h = fit.fitted(h_sum / m)
-    fitted_b = fit.fitted(col["k"] / m)
+    del block
     return KeyTable(
         runs=tuple(runs),
         queue_size=queue_size,
         neg_ids=neg_ids,
-        run=run[order],
-        neg=neg[order].astype(np.int64),
-        key_step=key_step[order],
-        epoch=epoch[order],
-        step=step[order],
-        label=label[order],
-        m=m[order],
-        h_sum=h_sum[order],
-        h_sq=h_sq[order],
-        k=col["k"][order],
+        run=run,
+        neg=neg.astype(np.int64),
+        key_step=key_step,
+        epoch=_epochs_of(con, runs, run, step),
+        step=step,
+        label=label,
+        m=m,
+        h_sum=h_sum,
+        h_sq=h_sq,
+        k=k,
         stratum=np.asarray(stratum, dtype=np.int64),
-        fitted_h=fitted_h[order],
-        fitted_b=fitted_b[order],
+        fitted_h=fit.fitted(h_sum / m),
+        fitted_b=fit.fitted(k / m),
         n_params=fit.n_params,
         n_self=n_self,
         legacy_runs=tuple(legacy_runs),
@@ -305,6 +306,18 @@ def _epochs_of(con: Any, runs: Sequence[str], run: np.ndarray, step: np.ndarray)
 def _fetch_named(con: Any, sql: str, params: dict[str, Any]) -> dict[str, np.ndarray]:
     arrow = _arrow(con, sql, params)
     return {name: arrow.column(name).to_numpy(zero_copy_only=False) for name in arrow.column_names}
+
+
+def _numpy(con: Any, sql: str, params: dict[str, Any]) -> dict[str, np.ndarray]:
+    """A query's columns as NumPy arrays (DuckDB's fetchnumpy: no Arrow chunks to join)."""
+    import duckdb
+
+    from hardstat.analysis.logs import translate_error
+
+    try:
+        return {k: np.asarray(v) for k, v in con.sql(sql, params=params).fetchnumpy().items()}
+    except duckdb.Error as e:
+        raise translate_error(e) from e
 
 
 def _arrow(con: Any, sql: str, params: dict[str, Any] | list[Any]) -> Any:
