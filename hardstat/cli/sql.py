@@ -142,7 +142,7 @@ def sql(
     if not args:
         raise typer.BadParameter("give the SQL query (the last argument)", param_hint="QUERY")
     *specs, text = args
-    if not text.strip() or (Path(text).exists() and not re.search(r"\s", text.strip())):
+    if not text.strip() or names_a_path(text):
         raise typer.BadParameter(
             f"the last argument is the SQL query, got {text!r}; e.g. "
             f"hardstat sql {text} 'SELECT * FROM runs'",
@@ -184,6 +184,18 @@ def sql(
             _emit(schema, batches, fmt=fmt, limit=limit, out=out, run_dirs=[r.path for r in runs])
     finally:
         con.close()
+
+
+def names_a_path(text: str) -> bool:
+    """Whether the last argument looks like a run path rather than a query: one word that
+    exists on disk. A query too long for a file name (or otherwise not one) is no path."""
+    word = text.strip()
+    if re.search(r"\s", word):
+        return False
+    try:
+        return Path(word).exists()
+    except (OSError, ValueError):  # ENAMETOOLONG, a NUL byte...
+        return False
 
 
 def parse_params(items: Sequence[str]) -> dict[str, Any]:
