@@ -146,9 +146,11 @@ def test_parquet_goes_to_out_never_into_a_run(sweep: Path, tmp_path: Path) -> No
     assert snapshot(sweep) == before
 
     no_out = invoke("sql", sweep, "SELECT 1", "-f", "parquet")
-    assert no_out.exit_code == 2 and "--out" in no_out.output
-    stray = invoke("sql", sweep, "SELECT 1", "--out", tmp_path / "x.parquet")
-    assert stray.exit_code == 2
+    assert no_out.exit_code == 2 and "--parquet FILE" in no_out.output
+    stray = invoke("sql", sweep, "SELECT 1", "-f", "csv", "--parquet", tmp_path / "x.parquet")
+    assert stray.exit_code == 2 and not (tmp_path / "x.parquet").exists()
+    short = invoke("sql", sweep, "SELECT 1 AS one", "--parquet", tmp_path / "y.parquet")
+    assert short.exit_code == 0 and pq.read_table(tmp_path / "y.parquet").num_rows == 1
 
 
 def test_params_bind_numbers_and_text(sweep: Path) -> None:
@@ -291,7 +293,7 @@ def test_docs_list_the_runs_columns_and_help_examples() -> None:
     documented = [tuple(c.strip().strip("`") for c in row.strip("|").split("|")) for row in rows]
     assert documented == [tuple(c) for c in RUNS_COLUMNS]
     help_text = " ".join(invoke("sql", "--help").stdout.split())
-    for word in ("--format", "--limit", "--param", "--out", "--schema", "runs/*"):
+    for word in ("--format", "--limit", "--param", "--parquet", "--schema", "runs/*"):
         assert word in help_text and word in section
 
 
