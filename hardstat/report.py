@@ -590,24 +590,18 @@ def build_report(
     (:func:`image_file`). The file is written atomically. Returns the path written.
     """
     from hardstat.analysis import logs
+    from hardstat.analysis.consistency import check_options as check_consistency
     from hardstat.analysis.consistency import consistency
-    from hardstat.analysis.semantic import MIN_PERMUTATIONS, semantic
-    from hardstat.analysis.wordnet import MEASURES
-    from hardstat.bands import parse_band
+    from hardstat.analysis.semantic import check_options as check_semantic
+    from hardstat.analysis.semantic import semantic
 
     out = Path(out)
     if out.suffix.lower() != ".html":
         raise ConfigError(f"cannot write the report to {out.name}: use a file ending in .html")
     if thumbnails < 0 or queries_per_negative < 0:
         raise ConfigError("use 0 or more thumbnails and queries per negative")
-    if permutations != 0 and permutations < MIN_PERMUTATIONS:
-        raise ConfigError(f"use 0 or at least {MIN_PERMUTATIONS} permutations (got {permutations})")
-    if bootstrap < 0:
-        raise ConfigError(f"bootstrap replicates must be >= 0 (got {bootstrap})")
-    if measure not in MEASURES:
-        raise ConfigError(f"measure must be one of {', '.join(MEASURES)}, got {measure!r}")
-    if parse_band(band).is_random:
-        raise ConfigError(f"band {band!r} is random and has no ranks; give ranks, e.g. 0-5")
+    check_semantic(measure, bootstrap, permutations)  # the checks of the analyses themselves
+    check_consistency(band=band)
     _check_target(out)
     say = progress or (lambda _msg: None)
     infos = logs.find_runs(run_specs)

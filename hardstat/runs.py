@@ -272,6 +272,11 @@ def check_new_run_dir(run_dir: Path) -> None:
         except OSError as e:
             raise RunError(f"cannot list {run_dir} ({os_reason(e)}); choose another --name") from e
         if contents:
+            holder = lock_holder(run_dir)
+            if holder is not None:  # a live trainer (or evaluation): not a run to resume
+                raise RunInUseError(
+                    f"run directory {run_dir} is in use by {holder}; choose another --name"
+                )
             if checkpoint_file(run_dir).is_file():
                 raise RunError(
                     f"run directory {run_dir} already exists; choose another --name, delete "
@@ -283,18 +288,82 @@ def check_new_run_dir(run_dir: Path) -> None:
                 f"{_move_aside(run_dir)}) or choose another --name, then start the run again"
             )
         return
-    parent = run_dir.parent
+    check_can_create(run_dir)
+
+
+def check_can_create(run_dir: Path) -> None:
+    """Refuse a run directory whose nearest existing parent is no writable directory."""
+    parent = Path(run_dir).parent
     while not parent.exists() and parent != parent.parent:
         parent = parent.parent
     if not parent.is_dir():
         raise RunError(
-            f"cannot create {run_dir}: {parent} is not a directory; choose another --out"
+            f"cannot create {run_dir}: {parent} is not a directory; choose another --runs-dir"
         )
     if not os.access(parent, os.W_OK | os.X_OK):
         raise WriteError(
             f"cannot create {run_dir}: {parent} is not writable (permission denied); choose "
-            "another --out"
+            "another --runs-dir"
         )
+
+
+def claim_run_dir(run_dir: Path, *, unique: bool = False, tries: int = 1000) -> Path:
+    """Create the directory of a new run and return it.
+
+    ``unique`` (a default name, which holds the time to the second): the directory is made
+    with one atomic ``mkdir``, and a name another run has taken gets a suffix (``NAME-2``,
+    ``NAME-3``...), so runs started in the same second never share a directory. A name the
+    user chose is checked with :func:`check_new_run_dir` instead (an empty directory is
+    reused; the trainer checks it again under the run's lock).
+    """
+    run_dir = Path(run_dir)
+    if unique:
+        check_can_create(run_dir)
+    else:
+        check_new_run_dir(run_dir)
+    try:
+        run_dir.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise write_failed(run_dir.parent, e, "choose another --runs-dir") from e
+    for i in range(1, tries + 1) if unique else ():
+        candidate = run_dir if i == 1 else run_dir.with_name(f"{run_dir.name}-{i}")
+        try:
+            candidate.mkdir()
+        except FileExistsError:
+            continue
+        except OSError as e:
+            raise write_failed(candidate, e, "choose another --runs-dir") from e
+        return candidate
+    if unique:
+        raise RunError(f"{tries} runs named {run_dir.name}[-N] exist already; give --name")
+    try:
+        run_dir.mkdir(exist_ok=True)
+    except OSError as e:
+        raise write_failed(run_dir, e, "choose another --runs-dir") from e
+    return run_dir
+
+
+def remove_if_empty(run_dir: Path) -> None:
+    """Undo :func:`claim_run_dir` for a run that failed before writing anything."""
+    with contextlib.suppress(OSError):
+        Path(run_dir).rmdir()
+
+
+def check_evaluable(run_dir: Path) -> None:
+    """A run is evaluated from its checkpoint; say what to do when it has none (yet)."""
+    if checkpoint_file(run_dir).is_file():
+        return
+    holder = lock_holder(run_dir)
+    if holder is not None:
+        raise RunError(
+            f"{run_dir} has no checkpoint to evaluate yet: it is being trained by {holder}; "
+            "evaluate it once its first epoch is checkpointed"
+        )
+    raise RunError(
+        f"{run_dir} has no checkpoint to evaluate: its training stopped before the first "
+        f"checkpoint; move it aside ({_move_aside(run_dir)}), train the run again with the "
+        "command that created it, then evaluate the new run"
+    )
 
 
 def check_resumable(run_dir: Path, manifest: dict[str, Any]) -> None:
@@ -468,6 +537,28 @@ def _holder(fd: int) -> str:
     from hardstat.display import printable
 
     return printable(f"process {m.group(1)} on host {m.group(2)} (since {m.group(3)})")
+
+
+def lock_holder(directory: Path) -> str | None:
+    """Who holds the lock of ``directory`` ("process 123 on host x (since ...)"), or None when
+    nobody does."""
+    import fcntl
+
+    if os.environ.get("HARDSTAT_LOCK", "").lower() == "off":
+        return None
+    try:
+        fd = os.open(Path(directory) / LOCK_FILE, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return _holder(fd)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+    return None
 
 
 def lock_state(directory: Path) -> str:

@@ -163,7 +163,7 @@ def test_new_run_dir_checks(tmp_path: Path) -> None:
     (tmp_path / "file").write_text("x")
     with pytest.raises(RunError, match="is not a directory"):
         runs.check_new_run_dir(tmp_path / "file")
-    with pytest.raises(RunError, match="is not a directory; choose another --out"):
+    with pytest.raises(RunError, match="is not a directory; choose another --runs-dir"):
         runs.check_new_run_dir(tmp_path / "file" / "run")
     (tmp_path / "dead").mkdir()
     (tmp_path / "dead" / "manifest.json").write_text("{}")
@@ -225,3 +225,17 @@ def test_a_running_run_without_its_process_is_crashed(tmp_path: Path) -> None:
 
 def test_manifest_types_cover_the_documented_fields() -> None:
     assert set(schema.MANIFEST_TYPES) == set(schema.MANIFEST_FIELDS)
+
+
+def test_claiming_a_default_name_is_atomic(tmp_path: Path) -> None:
+    """Runs started in the same second (default names hold the time to the second) each get a
+    directory of their own."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(8) as pool:
+        claimed = list(
+            pool.map(lambda _: runs.claim_run_dir(tmp_path / "r" / "n", unique=True), range(8))
+        )
+    assert sorted(p.name for p in claimed) == sorted(["n", *(f"n-{i}" for i in range(2, 9))])
+    assert runs.claim_run_dir(tmp_path / "mine") == tmp_path / "mine"  # a chosen name
+    assert runs.claim_run_dir(tmp_path / "mine") == tmp_path / "mine"  # empty: reused

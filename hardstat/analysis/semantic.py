@@ -768,6 +768,33 @@ _QUANTITIES = ("n", "n_same", "sum_diff")
 Sums are laid out quantity-major: column ``q * C + cell``."""
 
 
+def check_options(
+    measure: str = "wup",
+    bootstrap: int = 1000,
+    permutations: int = 1000,
+    *,
+    resampling: str = "step-negative",
+    epochs: tuple[int, int | None] | None = None,
+    steps: tuple[int, int | None] | None = None,
+) -> None:
+    """Validate the analysis options (one-line ConfigErrors, in the CLI's words), before any
+    work: the CLI, the report and :func:`semantic` call this."""
+    if measure not in MEASURES:
+        raise ConfigError(f"--measure {measure!r}: use one of {', '.join(MEASURES)}")
+    if permutations != 0 and permutations < MIN_PERMUTATIONS:
+        raise ConfigError(
+            f"--permutations {permutations}: give 0 (no permutation test) or at least "
+            f"{MIN_PERMUTATIONS}, e.g. 1000"
+        )
+    if bootstrap < 0:
+        raise ConfigError(f"--bootstrap {bootstrap}: give 0 (no intervals) or more, e.g. 1000")
+    if resampling not in RESAMPLING:
+        raise ConfigError(f"--resampling {resampling!r}: use one of {', '.join(RESAMPLING)}")
+    for name, r in (("epochs", epochs), ("steps", steps)):
+        if r is not None and (r[0] < 0 or (r[1] is not None and r[1] < r[0])):
+            raise ConfigError(f"--{name} {r}: need 0 <= first <= last")
+
+
 def semantic(
     con: duckdb.DuckDBPyConnection,
     measure: str = "wup",
@@ -793,17 +820,14 @@ def semantic(
     ``measure`` is then ``"given"``). ``permutations`` is 0 (no permutation test) or at least
     200. Raises LogError when no pair in the window has both labels.
     """
-    if measure not in MEASURES and class_similarity is None:
-        raise ConfigError(f"measure must be one of {', '.join(MEASURES)}, got {measure!r}")
-    if permutations != 0 and permutations < MIN_PERMUTATIONS:
-        raise ConfigError(f"use 0 or at least {MIN_PERMUTATIONS} permutations (got {permutations})")
-    if bootstrap < 0:
-        raise ConfigError(f"bootstrap replicates must be >= 0 (got {bootstrap})")
-    if resampling not in RESAMPLING:
-        raise ConfigError(f"resampling must be one of {', '.join(RESAMPLING)}, got {resampling!r}")
-    for name, r in (("epochs", epochs), ("steps", steps)):
-        if r is not None and (r[0] < 0 or (r[1] is not None and r[1] < r[0])):
-            raise ConfigError(f"{name} {r}: need 0 <= first <= last")
+    check_options(
+        measure if class_similarity is None else MEASURES[0],
+        bootstrap,
+        permutations,
+        resampling=resampling,
+        epochs=epochs,
+        steps=steps,
+    )
     bin_spec = check_bins(bins)
     run_rows = logs.query(con, "SELECT run, queue_size FROM runs ORDER BY run").to_pylist()
     queue_sizes = {r["run"]: int(r["queue_size"]) for r in run_rows if r["queue_size"]}

@@ -37,13 +37,10 @@ from typing import Any
 
 import numpy as np
 
+from hardstat.analysis.measures import MEASURE_TITLES as MEASURE_TITLES
+from hardstat.analysis.measures import MEASURES as MEASURES
 from hardstat.classes import CIFAR10_CLASSES, CIFAR100_CLASSES, ClassInfo, wnid_offset
 from hardstat.errors import WordNetError
-
-MEASURES = ("wup", "path", "lch")
-"""Similarity measures between two noun synsets (NLTK's ``*_similarity`` methods)."""
-
-MEASURE_TITLES = {"wup": "Wu–Palmer", "path": "path", "lch": "Leacock–Chodorow"}
 
 NOUN_DEPTH = 19
 """NLTK's depth D of the WordNet 3.0 noun taxonomy (longest hypernym path, in edges)."""

@@ -15,14 +15,19 @@ from hardstat.errors import HardstatError
 FORMATS = (".html", ".png", ".svg", ".json")
 
 
+def check_chart_path(path: Path) -> None:
+    """Refuse a chart file whose suffix names no format (before any work is done)."""
+    if Path(path).suffix.lower() not in FORMATS:
+        raise HardstatError(
+            f"cannot write a chart to {Path(path).name}: use a file ending in {', '.join(FORMATS)}"
+        )
+
+
 def save_chart(chart: Any, path: Path, *, scale: float = 2.0) -> Path:
     """Save an altair chart to ``path``; the suffix (.html, .png, .svg, .json) picks the format."""
     path = Path(path)
     suffix = path.suffix.lower()
-    if suffix not in FORMATS:
-        raise HardstatError(
-            f"cannot write a chart to {path.name}: use a file ending in {', '.join(FORMATS)}"
-        )
+    check_chart_path(path)
     from hardstat.runs import write_bytes_atomic, write_failed
 
     try:

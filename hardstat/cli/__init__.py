@@ -21,9 +21,11 @@ from hardstat.cli import sweep as _sweep
 from hardstat.cli import train as _train
 from hardstat.cli import wordnet as _wordnet
 from hardstat.cli.analyze import app as _analyze_app
+from hardstat.cli.options import Command, Group
 
 app = typer.Typer(
     name="hardstat",
+    cls=Group,
     help=(
         "Study the negatives of contrastive learning. Train an instrumented MoCo v2 whose rank "
         "logs record, for logged queries, each queue negative's sample_id, similarity and rank "
@@ -36,12 +38,12 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     rich_markup_mode="markdown",
 )
-app.command("demo")(_demo.demo)
-app.command("train")(_train.train)
-app.command("eval")(_evaluate.evaluate)
-app.command("sql")(_sql.sql)
-app.command("sweep")(_sweep.sweep)
-app.command("report")(_report.report)
+app.command("demo", cls=Command)(_demo.demo)
+app.command("train", cls=Command)(_train.train)
+app.command("eval", cls=Command)(_evaluate.evaluate)
+app.command("sql", cls=Command)(_sql.sql)
+app.command("sweep", cls=Command)(_sweep.sweep)
+app.command("report", cls=Command)(_report.report)
 app.add_typer(_analyze_app, name="analyze")
 app.add_typer(_wordnet.app, name="wordnet")
 

@@ -9,17 +9,31 @@ from typing import Annotated
 import typer
 
 from hardstat.cli.errors import note, reports_errors
+from hardstat.cli.options import OutAlias, either
+from hardstat.config import PRESETS
 
 
 @reports_errors
 def demo(
-    out: Annotated[Path, typer.Option(help="Directory that holds runs.")] = Path("runs"),
+    runs_dir: Annotated[
+        Path | None,
+        typer.Option(
+            metavar="DIR", help="Directory that holds runs (default: runs).", show_default=False
+        ),
+    ] = None,
+    out: OutAlias = None,
     name: Annotated[
-        str | None, typer.Option(help="Run name (default: demo-<time>).", show_default=False)
+        str | None,
+        typer.Option(
+            help="Run name (default: demo-YYYYMMDD-HHMMSS, the start time).", show_default=False
+        ),
     ] = None,
     epochs: Annotated[
         int | None,
-        typer.Option(help="Training epochs (default: the demo preset's 15).", show_default=False),
+        typer.Option(
+            help=f"Training epochs (default: the demo preset's {PRESETS['demo'].optim.epochs}).",
+            show_default=False,
+        ),
     ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
@@ -38,10 +52,11 @@ def demo(
         raise typer.BadParameter("must be >= 1", param_hint="'--epochs'")
     from hardstat import runs
 
+    parent = either(runs_dir, out, "--runs-dir") or Path("runs")
     if name is not None:
-        runs.check_run_name(name)  # one path component: the run stays inside --out
-    runs.check_text(out, "--out")
-    result = run_demo(out, name=name, epochs=epochs, progress=not quiet, say=say)
+        runs.check_run_name(name)  # one path component: the run stays inside --runs-dir
+    runs.check_text(parent, "--runs-dir")
+    result = run_demo(parent, name=name, epochs=epochs, progress=not quiet, say=say)
     knn = "n/a" if result.knn_top1 is None else f"{result.knn_top1:.4f}"
     say(
         f"done in {result.seconds:.0f} s: kNN top-1 {knn}, linear top-1 {result.linear_top1:.4f} "

@@ -1,7 +1,7 @@
 """The one place where library errors become CLI output: ``Error: ...`` on stderr, exit 1.
 
 Also what the CLI does with the streams themselves: a closed stdout (``hardstat sql ... | head``)
-ends the command quietly with exit code 141 (as if killed by SIGPIPE), a closed or broken
+ends the command quietly with exit code 0 (the reader took what it wanted), a closed or broken
 stderr never ends a command (:class:`hardstat.display.SafeStream`, :func:`note`), and Ctrl-C
 outside a command's own handling is one line and exit code 130.
 """
@@ -25,9 +25,9 @@ from hardstat.runs import main_process
 P = ParamSpec("P")
 R = TypeVar("R")
 
-EXIT_BROKEN_PIPE = 141
-"""Exit status when stdout's reader has gone (128 + SIGPIPE, as the shell reports a command
-killed by it)."""
+EXIT_BROKEN_PIPE = 0
+"""Exit status when stdout's reader has gone (``| head``): success, quietly, so that
+``set -o pipefail`` scripts and ``make`` do not fail because the reader stopped early."""
 
 
 def note(message: str) -> None:

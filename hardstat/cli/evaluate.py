@@ -8,7 +8,8 @@ from typing import Annotated
 
 import typer
 
-from hardstat.cli.errors import reports_errors
+from hardstat.cli.errors import note, reports_errors
+from hardstat.cli.options import Format, FormatOption, QuietOption
 
 
 @reports_errors
@@ -28,30 +29,39 @@ def evaluate(
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N.")] = "auto",
     dataset: Annotated[
         str | None,
-        typer.Option(help="Dataset spec if it moved since training (default: the run's own)."),
+        typer.Option(
+            metavar="SPEC",
+            help="Dataset spec if it moved since training (default: the run's own).",
+        ),
     ] = None,
-    json_out: Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")] = False,
+    fmt: FormatOption = Format.table,
+    json_out: Annotated[bool, typer.Option("--json", hidden=True)] = False,
+    quiet: QuietOption = False,
 ) -> None:
     """Evaluate a run's encoder and append the results to its evals table.
 
-    Example: hardstat eval runs/my-run --linear
+    Progress (features, then the probe's epochs) goes to stderr, the results to stdout: one
+    line per evaluation, or JSON with `-f json`.
+
+    Example: `hardstat eval runs/my-run --linear`
     """
-    from hardstat import runs
-    from hardstat.errors import CheckpointError, ConfigError
+    from hardstat import preflight, runs
+    from hardstat.errors import ConfigError
 
     if not (linear or knn):
         raise ConfigError("nothing to evaluate: use --linear and/or --knn")
     if epochs < 1 or lr <= 0:
         raise ConfigError("--epochs must be >= 1 and --lr > 0")
-    # cheap checks before torch is imported: a wrong path fails at once
-    runs.read_manifest(run)
-    if not runs.checkpoint_file(run).is_file():
-        raise CheckpointError(
-            f"{run} holds no checkpoint ({runs.checkpoint_file(run)}): the run stopped before "
-            "its first one, so there is nothing to evaluate"
-        )
+    # cheap checks before torch is imported: a wrong path, dataset or device fails at once
+    manifest = runs.read_manifest(run)
+    runs.check_evaluable(run)
     if dataset is not None:
         runs.check_text(dataset, "--dataset")
+    spec = dataset or (manifest.get("dataset") or {}).get("spec")
+    if isinstance(spec, str):
+        download = bool(manifest["config"].get("data", {}).get("download"))
+        preflight.check_dataset(spec, download=download)
+    preflight.check_device(device)
     from hardstat.train.posthoc import evaluate_run
 
     results = evaluate_run(
@@ -62,8 +72,9 @@ def evaluate(
         linear_lr=lr,
         device=device,
         dataset_spec=dataset,
+        progress=None if quiet else note,
     )
-    if json_out:
+    if fmt is Format.json or json_out:
         typer.echo(json.dumps([r.__dict__ for r in results], indent=2))
         return
     for r in results:

@@ -2,35 +2,25 @@
 
 from __future__ import annotations
 
-from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from hardstat.cli.errors import note, reports_errors
-
-
-class Measure(StrEnum):
-    wup = "wup"
-    path = "path"
-    lch = "lch"
+from hardstat.cli.options import DEFAULT_MEASURE, Measure, OutAlias, RunsArgument, either
 
 
 @reports_errors
 def report(
-    runs: Annotated[
-        list[str],
-        typer.Argument(
-            metavar="RUN|SWEEP...",
-            help="Run directories, sweep directories holding runs, or globs.",
-            show_default=False,
+    runs: RunsArgument,
+    html: Annotated[
+        Path | None,
+        typer.Option(
+            metavar="FILE", help="The HTML file to write (must end in .html).", show_default=False
         ),
-    ],
-    out: Annotated[
-        Path,
-        typer.Option(help="The HTML file to write (must end in .html).", show_default=False),
-    ],
+    ] = None,
+    out: OutAlias = None,
     band: Annotated[
         str,
         typer.Option(help="Ranks that count as hard in the consistency test, in % of the queue."),
@@ -38,21 +28,21 @@ def report(
     measure: Annotated[
         Measure,
         typer.Option(help="WordNet similarity of two classes: wup, path or lch."),
-    ] = Measure.wup,
+    ] = DEFAULT_MEASURE,
     thumbnails: Annotated[
         int,
-        typer.Option(min=0, help="Consistently hard (and as many easy) negatives in the gallery."),
+        typer.Option(help="Consistently hard (and as many easy) negatives in the gallery."),
     ] = 12,
     queries: Annotated[
         int,
-        typer.Option(min=0, help="Queries shown beside each hard negative (its hardest ranks)."),
+        typer.Option(help="Queries shown beside each hard negative (its hardest ranks)."),
     ] = 4,
     bootstrap: Annotated[
-        int, typer.Option(min=0, help="Bootstrap replicates of the semantic CIs; 0: none.")
+        int, typer.Option(help="Bootstrap replicates of the semantic CIs; 0: none.")
     ] = 1000,
     permutations: Annotated[
         int,
-        typer.Option(min=0, help="Permutations of the p-values; 0 (none) or >= 200."),
+        typer.Option(help="Permutations of the p-values; 0 (none) or >= 200."),
     ] = 1000,
     seed: Annotated[int, typer.Option(help="Seed of the bootstrap and permutations.")] = 0,
     dataset: Annotated[
@@ -73,16 +63,18 @@ def report(
     each hard one beside the queries it was hardest for (images for npz: datasets). Prints the
     report's path on stdout.
 
-    Example: `hardstat report runs/sweep --out report.html`
+    Example: `hardstat report runs/sweep --html report.html`
     """
     from hardstat.report import build_report
     from hardstat.runs import check_text
 
-    check_text(out, "--out")
-
+    html = either(html, out, "--html")
+    if html is None:
+        raise typer.BadParameter("give the HTML file to write", param_hint="'--html'")
+    check_text(html, "--html")
     path = build_report(
         runs,
-        out=out,
+        out=html,
         band=band,
         measure=measure.value,
         thumbnails=thumbnails,

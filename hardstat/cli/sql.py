@@ -3,7 +3,7 @@
 The views (``pairs, queries, steps, evals, samples, classes`` and the table ``runs``) come from
 :func:`hardstat.analysis.logs.connect`; the statement is checked by
 :func:`hardstat.analysis.logs.check_select` before it runs. Results go to stdout (table, csv,
-json) or to a Parquet file outside every run directory (``--format parquet --out FILE``).
+json) or to a Parquet file outside every run directory (``--parquet FILE``).
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from hardstat.cli.errors import reports_errors
+from hardstat.cli.options import OutAlias, either
 from hardstat.display import printable
 
 if TYPE_CHECKING:
@@ -62,7 +63,7 @@ def sql(
             "--format",
             "-f",
             help="table (aligned text, at most --limit rows), csv or json (every row, on "
-            "stdout), parquet (every row, to --out FILE).",
+            "stdout), parquet (every row, to --parquet FILE).",
         ),
     ] = SqlFormat.table,
     limit: Annotated[int, typer.Option(min=0, help="Rows shown by --format table (0: all).")] = 100,
@@ -77,13 +78,16 @@ def sql(
             show_default=False,
         ),
     ] = None,
-    out: Annotated[
+    parquet: Annotated[
         Path | None,
         typer.Option(
-            help="File that --format parquet writes (never inside a run directory).",
+            metavar="FILE",
+            help="Write every row to this Parquet file instead of stdout (never inside a run "
+            "directory); implies --format parquet.",
             show_default=False,
         ),
     ] = None,
+    out: OutAlias = None,
     show_schema: Annotated[
         bool,
         typer.Option(
@@ -115,7 +119,7 @@ def sql(
     Views: pairs, queries, steps, evals, samples, classes (see docs/schema.md) and the table
     runs (one row per run: band, kept_fraction, seed, status...; see --schema). Only a single
     SELECT (WITH, FROM..., DESCRIBE, SUMMARIZE, EXPLAIN SELECT) is accepted: the logs cannot be
-    changed and no file is written, except the one --out names. A query that starts with `-`
+    changed and no file is written, except the one --parquet names. A query that starts with `-`
     goes after `--`. Ctrl-C stops a query at once (exit 130); --timeout and --memory-limit
     bound it.
 
@@ -127,8 +131,11 @@ def sql(
 
     * `hardstat sql runs/a 'SELECT rank, similarity FROM pairs WHERE query_id = $q' -p q=17`
 
-    * `hardstat sql runs/a "SELECT * FROM pairs WHERE rank <= 10" -f parquet --out hard.parquet`
+    * `hardstat sql runs/a "SELECT * FROM pairs WHERE rank <= 10" --parquet hard.parquet`
     """
+    out = either(parquet, out, "--parquet")
+    if out is not None and fmt is SqlFormat.table:
+        fmt = SqlFormat.parquet
     if show_schema:
         if args:
             raise typer.BadParameter(
@@ -142,7 +149,7 @@ def sql(
     if not args:
         raise typer.BadParameter("give the SQL query (the last argument)", param_hint="QUERY")
     *specs, text = args
-    if not text.strip() or (Path(text).exists() and not re.search(r"\s", text.strip())):
+    if not text.strip() or names_a_path(text):
         raise typer.BadParameter(
             f"the last argument is the SQL query, got {text!r}; e.g. "
             f"hardstat sql {text} 'SELECT * FROM runs'",
@@ -150,11 +157,11 @@ def sql(
         )
     params = parse_params(param or [])
     if fmt is SqlFormat.parquet and out is None:
-        raise typer.BadParameter("--format parquet writes to a file: add --out FILE")
+        raise typer.BadParameter("--format parquet writes to a file: add --parquet FILE")
     if fmt is not SqlFormat.parquet and out is not None:
         raise typer.BadParameter(
-            "--out is for --format parquet; table, csv and json go to stdout (redirect with >)",
-            param_hint="--out",
+            "--parquet writes Parquet; table, csv and json go to stdout (redirect with >)",
+            param_hint="--parquet",
         )
 
     from hardstat import interrupts
@@ -184,6 +191,18 @@ def sql(
             _emit(schema, batches, fmt=fmt, limit=limit, out=out, run_dirs=[r.path for r in runs])
     finally:
         con.close()
+
+
+def names_a_path(text: str) -> bool:
+    """Whether the last argument looks like a run path rather than a query: one word that
+    exists on disk. A query too long for a file name (or otherwise not one) is no path."""
+    word = text.strip()
+    if re.search(r"\s", word):
+        return False
+    try:
+        return Path(word).exists()
+    except (OSError, ValueError):  # ENAMETOOLONG, a NUL byte...
+        return False
 
 
 def parse_params(items: Sequence[str]) -> dict[str, Any]:
@@ -243,7 +262,9 @@ def check_out_path(out: Path, run_dirs: Sequence[Path]) -> None:
 
     target = out.expanduser().resolve()
     if target.is_dir():
-        raise HardstatError(f"--out {out} is a directory; give a file name, e.g. {out}/x.parquet")
+        raise HardstatError(
+            f"--parquet {out} is a directory; give a file name, e.g. {out}/x.parquet"
+        )
     resolved = [d.resolve() for d in run_dirs]
     for folder in target.parents:
         if folder in resolved or (folder / schema.MANIFEST_FILE).is_file():

@@ -10,10 +10,21 @@ from typing import Annotated, Any
 import typer
 
 from hardstat.cli.errors import reports_errors
-from hardstat.cli.train import Preset, parse_override
+from hardstat.cli.options import (
+    CONFIG,
+    DEFAULT_PRESET,
+    ConfigOption,
+    DatasetOption,
+    OutAlias,
+    PresetOption,
+    SetOption,
+    either,
+    in_flag_words,
+    overrides,
+    preset_values,
+)
 
 _SPEC = "Sweep"
-_BASE = "Base configuration (every run)"
 _RUN = "Execution"
 _EVAL = "Evaluation after training"
 
@@ -30,13 +41,16 @@ class Eval(StrEnum):
 
 @reports_errors
 def sweep(
-    out: Annotated[
-        Path,
+    sweep_dir: Annotated[
+        Path | None,
         typer.Option(
+            metavar="DIR",
             help="Sweep directory: holds sweep.json and one run directory per (band, seed).",
+            show_default=False,
             rich_help_panel=_SPEC,
         ),
-    ],
+    ] = None,
+    out: OutAlias = None,
     bands: Annotated[
         str | None,
         typer.Option(
@@ -50,43 +64,21 @@ def sweep(
         str | None,
         typer.Option(help="Seeds, comma-separated (default 0).", rich_help_panel=_SPEC),
     ] = None,
-    preset: Annotated[
-        Preset | None,
+    preset: PresetOption = None,
+    config: ConfigOption = None,
+    dataset: DatasetOption = None,
+    set_: SetOption = None,
+    epochs: Annotated[
+        int | None,
         typer.Option(
-            help="Starting configuration, as for hardstat train (default tiny).",
-            rich_help_panel=_BASE,
+            help=f"Passes over the training set. Default: the preset's "
+            f"({preset_values('optim.epochs')}).",
+            rich_help_panel=CONFIG,
         ),
     ] = None,
-    config: Annotated[
-        Path | None,
-        typer.Option(
-            help="TOML or JSON config file applied over the preset (band and seed come from "
-            "--bands and --seeds).",
-            rich_help_panel=_BASE,
-        ),
-    ] = None,
-    dataset: Annotated[
-        str | None,
-        typer.Option(
-            help="Dataset spec: synthetic[:N], npz:DIR, cifar10[:ROOT], cifar100[:ROOT], "
-            "folder:DIR.",
-            rich_help_panel=_BASE,
-        ),
-    ] = None,
-    epochs: Annotated[int | None, typer.Option(rich_help_panel=_BASE)] = None,
     subset: Annotated[
         int | None,
-        typer.Option(help="Train on a seeded subset of this many images.", rich_help_panel=_BASE),
-    ] = None,
-    set_: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--set",
-            metavar="KEY=VALUE",
-            help="Override any config key by its dotted path, e.g. --set optim.lr=0.1 "
-            "(repeatable; JSON values when they parse, else strings; applied last).",
-            rich_help_panel=_BASE,
-        ),
+        typer.Option(help="Train on a seeded subset of this many images.", rich_help_panel=CONFIG),
     ] = None,
     eval_: Annotated[
         Eval | None,
@@ -154,37 +146,41 @@ def sweep(
     directories that died before their first checkpoint moved to DIR/.failed/ and restarted.
     With --eval linear each finished run then gets its linear probe (as `hardstat eval RUN
     --linear`); finished probes are skipped and interrupted ones redone. Ctrl-C stops the
-    current run (or probe) cleanly; run the same command (or `hardstat sweep --out DIR`) to
-    continue. The sweep directory is printed on stdout, a summary table on stderr.
+    current run (or probe) cleanly; run the same command (or `hardstat sweep --sweep-dir DIR`)
+    to continue. The sweep directory is printed on stdout, a summary table on stderr.
 
     Examples:
 
-    * `hardstat sweep --bands 0-100,0-5,random:5 --seeds 0,1 --epochs 1 --out sweeps/tiny`
+    * `hardstat sweep --bands 0-100,0-5,random:5 --seeds 0,1 --epochs 1 --sweep-dir
+    sweeps/tiny`
 
-    * `hardstat sweep --bands 0-100,5-100,random=5-100 --seeds 0,1,2 --eval linear --out
+    * `hardstat sweep --bands 0-100,5-100,random=5-100 --seeds 0,1,2 --eval linear --sweep-dir
     sweeps/easy`
 
-    * `hardstat sweep --out sweeps/tiny --eval linear` (add the linear probe to a sweep)
+    * `hardstat sweep --sweep-dir sweeps/tiny --eval linear` (add the linear probe to a sweep)
 
-    * `hardstat sweep --preset cifar10 --bands 0-100,0-5,5-100 --out sweeps/c10 --dry-run`
+    * `hardstat sweep --preset cifar10 --bands 0-100,0-5,5-100 --sweep-dir sweeps/c10 --dry-run`
 
-    * `hardstat sweep --preset cifar10 --bands 0-100,0-5 --out sweeps/c10 --launcher slurm`
+    * `hardstat sweep --preset cifar10 --bands 0-100,0-5 --sweep-dir sweeps/c10 --launcher
+    slurm`
 
-    * `hardstat sweep --out sweeps/c10 --index 3`
+    * `hardstat sweep --sweep-dir sweeps/c10 --index 3`
     """
     from hardstat import runs
     from hardstat import sweep as sw
 
-    for what, value in (("--out", out), ("--config", config), ("--dataset", dataset)):
+    out = either(sweep_dir, out, "--sweep-dir")
+    if out is None:
+        raise typer.BadParameter("give the sweep directory", param_hint="'--sweep-dir'")
+    for what, value in (("--sweep-dir", out), ("--config", config), ("--dataset", dataset)):
         if value is not None:
             runs.check_text(value, what)
-    overrides: dict[str, Any] = {
-        "data.dataset": dataset,
-        "optim.epochs": epochs,
-        "data.subset": subset,
+    flags = {
+        "data.dataset": ("--dataset", dataset),
+        "optim.epochs": ("--epochs", epochs),
+        "data.subset": ("--subset", subset),
     }
-    overrides = {k: v for k, v in overrides.items() if v is not None}
-    overrides.update(parse_override(text) for text in set_ or [])
+    changes = overrides(flags, set_)
     if (linear_epochs is not None or linear_lr is not None) and eval_ is not Eval.linear:
         raise typer.BadParameter(
             "--linear-epochs and --linear-lr set the probe of --eval linear; add --eval linear",
@@ -196,9 +192,9 @@ def sweep(
             param_hint="'--index'",
         )
     if bands is None:
-        if overrides or seeds is not None or preset is not None or config is not None:
+        if changes or seeds is not None or preset is not None or config is not None:
             raise typer.BadParameter(
-                "give --bands with the other sweep options, or only --out to continue the "
+                "give --bands with the other sweep options, or only --sweep-dir to continue the "
                 "sweep recorded there",
                 param_hint="'--bands'",
             )
@@ -209,13 +205,14 @@ def sweep(
             )
         spec = None
     else:
-        spec = sw.SweepSpec.build(
-            bands,
-            seeds if seeds is not None else "0",
-            preset=(preset or Preset.tiny).value,
-            config_file=config,
-            overrides=overrides,
-        )
+        with in_flag_words(flags, set_):
+            spec = sw.SweepSpec.build(
+                bands,
+                seeds if seeds is not None else "0",
+                preset=(preset or DEFAULT_PRESET).value,
+                config_file=config,
+                overrides=changes,
+            )
     plan = sw.open_sweep(out, spec)
     if eval_ is Eval.none:
         plan = plan.with_probe(None)
@@ -251,7 +248,7 @@ def sweep(
         stopped = next(o for o in report.outcomes if "stopped" in (o.action, o.probe))
         during = "the linear probe of run" if stopped.probe == "stopped" else "run"
         again = shlex.join(
-            ["hardstat", "sweep", "--out", str(plan.out)]
+            ["hardstat", "sweep", "--sweep-dir", str(plan.out)]
             + (["--index", str(index)] if index is not None else [])
         )
         typer.echo(
@@ -274,7 +271,7 @@ def _sweep_lock(out: Path, *, shared: bool) -> Any:
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise runs.write_failed(out, e, "choose another --out") from e
+        raise runs.write_failed(out, e, "choose another --sweep-dir") from e
     if not runs.main_process():
         return contextlib.nullcontext()
     return runs.RunLock(out, what="sweep").acquire(shared=shared)

@@ -5,27 +5,26 @@ from __future__ import annotations
 import re
 import shlex
 import time
-from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
 from hardstat.cli.errors import note, reports_errors, result_line
-
-
-class Preset(StrEnum):
-    tiny = "tiny"
-    demo = "demo"
-    cifar10_cpu = "cifar10-cpu"
-    cifar10 = "cifar10"
-
-
-class Backbone(StrEnum):
-    convnet = "convnet"
-    resnet18 = "resnet18"
-    resnet50 = "resnet50"
-
+from hardstat.cli.options import (
+    DEFAULT_PRESET,
+    Backbone,
+    ConfigOption,
+    DatasetOption,
+    OutAlias,
+    PresetOption,
+    SetOption,
+    either,
+    in_flag_words,
+    overrides,
+    preset_values,
+)
+from hardstat.cli.options import parse_override as parse_override
 
 _DATA = "Data"
 _MODEL = "Model and loss"
@@ -39,33 +38,16 @@ def default_run_name(preset: str, band: str, seed: int) -> str:
     return f"{preset}-band{slug}-s{seed}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
+def _default(key: str) -> str:
+    return f"Default: the preset's ({preset_values(key)})."
+
+
 @reports_errors
 def train(
-    preset: Annotated[
-        Preset,
-        typer.Option(
-            help="Starting configuration: tiny (synthetic data, seconds on a "
-            "CPU), demo (the 2,000 real CIFAR-10 images shipped with hardstat, about a minute), "
-            "cifar10-cpu (small ConvNet for 2 CPU cores), cifar10 (the ResNet-18 GPU recipe).",
-            rich_help_panel=_RUN,
-        ),
-    ] = Preset.tiny,
-    config: Annotated[
-        Path | None,
-        typer.Option(
-            help="TOML or JSON file with sections data, model, optim, log, "
-            "eval and top-level keys (band, seed, device...), applied over the preset.",
-            rich_help_panel=_RUN,
-        ),
-    ] = None,
-    dataset: Annotated[
-        str | None,
-        typer.Option(
-            help="Dataset spec: synthetic[:N], npz:DIR, cifar10[:ROOT], "
-            "cifar100[:ROOT], folder:DIR.",
-            rich_help_panel=_DATA,
-        ),
-    ] = None,
+    preset: PresetOption = None,
+    config: ConfigOption = None,
+    dataset: DatasetOption = None,
+    set_: SetOption = None,
     download: Annotated[
         bool,
         typer.Option(
@@ -84,101 +66,145 @@ def train(
         str | None,
         typer.Option(
             help="Negatives the loss uses, by per-query difficulty rank in "
-            "percent of the queue: 0-100 (all), 0-5 (hardest 5%), 5-100, "
+            "percent of the queue: 0-100 (all, the default), 0-5 (hardest 5%), 5-100, "
             "0.1-100, unions 0-5,50-55, random:5 (5% at random), or random=5-100 (as many "
             "at random as 5-100 keeps).",
             rich_help_panel=_MODEL,
         ),
     ] = None,
-    backbone: Annotated[Backbone | None, typer.Option(rich_help_panel=_MODEL)] = None,
+    backbone: Annotated[
+        Backbone | None,
+        typer.Option(
+            help=f"Encoder network. {_default('model.backbone')}",
+            show_default=False,
+            rich_help_panel=_MODEL,
+        ),
+    ] = None,
     queue_size: Annotated[
         int | None,
         typer.Option(
-            "--queue-size", "-K", help="K, negatives in the queue.", rich_help_panel=_MODEL
+            "--queue-size",
+            "-K",
+            help=f"K, negatives in the queue. {_default('model.queue_size')}",
+            rich_help_panel=_MODEL,
         ),
     ] = None,
     temperature: Annotated[
-        float | None, typer.Option(help="T, softmax temperature.", rich_help_panel=_MODEL)
+        float | None,
+        typer.Option(help="T, softmax temperature (default 0.1).", rich_help_panel=_MODEL),
     ] = None,
     momentum: Annotated[
-        float | None, typer.Option(help="m, key-encoder momentum.", rich_help_panel=_MODEL)
+        float | None,
+        typer.Option(help="m, key-encoder momentum (default 0.99).", rich_help_panel=_MODEL),
     ] = None,
     symmetric: Annotated[
         bool | None,
         typer.Option(
             "--symmetric/--asymmetric",
-            help="Symmetrized loss (both views as queries; the log records the first direction).",
+            help="Symmetrized loss (both views as queries; the log records the first "
+            "direction). Default: asymmetric.",
+            show_default=False,
             rich_help_panel=_MODEL,
         ),
     ] = None,
-    epochs: Annotated[int | None, typer.Option(rich_help_panel=_OPTIM)] = None,
+    epochs: Annotated[
+        int | None,
+        typer.Option(
+            help=f"Passes over the training set. {_default('optim.epochs')}",
+            rich_help_panel=_OPTIM,
+        ),
+    ] = None,
     batch_size: Annotated[
-        int | None, typer.Option("--batch-size", "-B", rich_help_panel=_OPTIM)
+        int | None,
+        typer.Option(
+            "--batch-size",
+            "-B",
+            help=f"Images per step (the global batch under torchrun). "
+            f"{_default('optim.batch_size')}",
+            rich_help_panel=_OPTIM,
+        ),
     ] = None,
     lr: Annotated[
         float | None,
         typer.Option(help="Learning rate (default 0.06 x batch / 512).", rich_help_panel=_OPTIM),
     ] = None,
-    seed: Annotated[int | None, typer.Option(rich_help_panel=_OPTIM)] = None,
+    seed: Annotated[
+        int | None,
+        typer.Option(
+            help="Seed of the initial weights, data order, augmentations and logged queries "
+            "(default 0).",
+            rich_help_panel=_OPTIM,
+        ),
+    ] = None,
     device: Annotated[
-        str | None, typer.Option(help="auto, cpu, cuda, cuda:N.", rich_help_panel=_OPTIM)
+        str | None,
+        typer.Option(help="auto (the default), cpu, cuda, cuda:N.", rich_help_panel=_OPTIM),
     ] = None,
     amp: Annotated[
         bool | None,
         typer.Option(
-            "--amp/--no-amp", help="bf16 mixed precision on CUDA.", rich_help_panel=_OPTIM
+            "--amp/--no-amp",
+            help=f"bf16 mixed precision on CUDA. {_default('amp')}",
+            show_default=False,
+            rich_help_panel=_OPTIM,
         ),
     ] = None,
     threads: Annotated[
-        int | None, typer.Option(help="CPU threads for torch.", rich_help_panel=_OPTIM)
+        int | None,
+        typer.Option(help="CPU threads for torch (default: torch's).", rich_help_panel=_OPTIM),
     ] = None,
     log_every: Annotated[
-        int | None, typer.Option(help="Log pairs every N steps.", rich_help_panel=_LOG)
+        int | None,
+        typer.Option(
+            help=f"Log pairs every N steps. {_default('log.every')}", rich_help_panel=_LOG
+        ),
     ] = None,
     log_queries: Annotated[
         int | None,
         typer.Option(
-            help="Queries logged per logged step (0 = whole batch).", rich_help_panel=_LOG
+            help=f"Queries logged per logged step (0 = whole batch). {_default('log.queries')}",
+            rich_help_panel=_LOG,
         ),
     ] = None,
     log: Annotated[
         bool | None,
         typer.Option(
             "--log/--no-log",
-            help="Rank logging on or off (steps and evals are always recorded).",
+            help="Rank logging on (the default) or off (steps and evals are always recorded).",
+            show_default=False,
             rich_help_panel=_LOG,
         ),
     ] = None,
     knn_every: Annotated[
         int | None,
         typer.Option(
-            help="kNN monitor every N epochs (0 = only at the end).", rich_help_panel=_LOG
+            help=f"kNN monitor every N epochs (0 = only at the end). {_default('eval.knn_every')}",
+            rich_help_panel=_LOG,
         ),
     ] = None,
-    set_: Annotated[
-        list[str] | None,
+    runs_dir: Annotated[
+        Path | None,
         typer.Option(
-            "--set",
-            metavar="KEY=VALUE",
-            help="Override any config key by its dotted path, e.g. --set optim.lr=0.1 --set "
-            "model.width=64 (repeatable; values parsed as JSON when possible, else strings; "
-            "applied after the other options).",
+            metavar="DIR",
+            help="Directory that holds runs (default: runs).",
+            show_default=False,
             rich_help_panel=_RUN,
         ),
     ] = None,
-    out: Annotated[
-        Path, typer.Option(help="Directory that holds runs.", rich_help_panel=_RUN)
-    ] = Path("runs"),
+    out: OutAlias = None,
     name: Annotated[
         str | None,
         typer.Option(
-            help="Run name; the run goes to OUT/NAME (default: preset, band, seed and time).",
+            help="Run name; the run goes to RUNS_DIR/NAME (default: preset, band, seed and "
+            "time; a second run started in the same second gets -2).",
+            show_default=False,
             rich_help_panel=_RUN,
         ),
     ] = None,
     resume: Annotated[
         Path | None,
         typer.Option(
+            metavar="RUN",
             help="Continue the interrupted run in this directory with "
             "its saved config (no other options).",
             rich_help_panel=_RUN,
@@ -222,59 +248,75 @@ def train(
     * `torchrun --nproc-per-node 8 -m hardstat train --preset cifar10 --dataset cifar10:DIR`
     """
     from hardstat import config as cfg
-    from hardstat import runs
-    from hardstat.errors import ConfigError
+    from hardstat import preflight, runs
 
-    # cheap checks first: a bad name or path is reported before torch is imported
+    # cheap checks first: names, paths, config, dataset and device before torch is imported
+    parent = either(runs_dir, out, "--runs-dir") or Path("runs")
     if name is not None:
         runs.check_run_name(name)
-    for what, value in (("--out", out), ("--resume", resume), ("--config", config)):
+    for what, value in (("--runs-dir", parent), ("--resume", resume), ("--config", config)):
         if value is not None:
             runs.check_text(value, what)
-    overrides: dict[str, Any] = {
-        "data.dataset": dataset,
-        "data.download": download or None,
-        "data.subset": subset,
-        "band": band,
-        "model.backbone": backbone.value if backbone else None,
-        "model.queue_size": queue_size,
-        "model.temperature": temperature,
-        "model.momentum": momentum,
-        "model.symmetric": symmetric,
-        "optim.epochs": epochs,
-        "optim.batch_size": batch_size,
-        "optim.lr": lr,
-        "seed": seed,
-        "device": device,
-        "amp": amp,
-        "threads": threads,
-        "log.every": log_every,
-        "log.queries": log_queries,
-        "log.enabled": log,
-        "eval.knn_every": knn_every,
+    flags = {
+        "data.dataset": ("--dataset", dataset),
+        "data.download": ("--download", download or None),
+        "data.subset": ("--subset", subset),
+        "band": ("--band", band),
+        "model.backbone": ("--backbone", backbone.value if backbone else None),
+        "model.queue_size": ("--queue-size", queue_size),
+        "model.temperature": ("--temperature", temperature),
+        "model.momentum": ("--momentum", momentum),
+        "model.symmetric": ("--symmetric", symmetric),
+        "optim.epochs": ("--epochs", epochs),
+        "optim.batch_size": ("--batch-size", batch_size),
+        "optim.lr": ("--lr", lr),
+        "seed": ("--seed", seed),
+        "device": ("--device", device),
+        "amp": ("--amp", amp),
+        "threads": ("--threads", threads),
+        "log.every": ("--log-every", log_every),
+        "log.queries": ("--log-queries", log_queries),
+        "log.enabled": ("--log", log),
+        "eval.knn_every": ("--knn-every", knn_every),
     }
-    overrides = {k: v for k, v in overrides.items() if v is not None}
-    sets = dict(parse_override(text) for text in set_ or [])
+    changes = overrides(flags, set_)
     if resume is not None:
-        if overrides or sets or config is not None or name is not None:  # not --stop-after
-            raise ConfigError(
+        if changes or config or name or preset or runs_dir or out:  # not --stop-after
+            raise cfg.ConfigError(
                 "--resume continues a run with its saved config; give no other options "
-                f"(got {', '.join(sorted({**overrides, **sets})) or '--config/--name'})"
+                f"(got {', '.join(sorted(changes)) or '--config/--name/--preset/--runs-dir'})"
             )
-        run_dir, conf = resume, _saved_config(resume)
+        run_dir, conf, spec = _saved_run(resume)
+        if spec is None:  # finished: nothing to do, nothing changed
+            note(f"run {resume} is already finished; nothing to resume")
+            result_line(str(resume))
+            return
     else:
-        base = cfg.preset(preset.value).to_dict()
+        base = cfg.preset((preset or DEFAULT_PRESET).value).to_dict()
         if config is not None:
             base = cfg.merge_dicts(base, cfg.load_config_file(config))
-        conf = cfg.TrainConfig.from_dict(base).replace(**overrides).replace(**sets)
-        run_dir = out / (name or default_run_name(preset.value, conf.band, conf.seed))
-        runs.check_new_run_dir(run_dir)
+        with in_flag_words(flags, set_):
+            conf = cfg.TrainConfig.from_dict(base).replace(**changes)
+        spec = conf.data.dataset
+        run_dir = parent / (
+            name or default_run_name((preset or DEFAULT_PRESET).value, conf.band, conf.seed)
+        )
+    with in_flag_words(flags, set_):
+        preflight.check_dataset(spec, download=conf.data.download)
+        preflight.check_device(conf.device)
+    if resume is None and runs.main_process():  # other torchrun processes get it from process 0
+        run_dir = runs.claim_run_dir(run_dir, unique=name is None)
 
     from hardstat.train.loop import train as run_training
 
-    result = run_training(
-        conf, run_dir, resume=resume is not None, progress=not quiet, stop_after=stop_after
-    )
+    try:
+        result = run_training(
+            conf, run_dir, resume=resume is not None, progress=not quiet, stop_after=stop_after
+        )
+    except BaseException:
+        if resume is None:
+            runs.remove_if_empty(run_dir)
+        raise
     if not result.main:  # under torchrun the main process reports for all
         return
     again = shlex.join(["hardstat", "train", "--resume", str(result.run_dir)])
@@ -291,30 +333,19 @@ def train(
     result_line(str(result.run_dir))
 
 
-def _saved_config(run_dir: Path) -> Any:
-    """The saved config of a run to resume; checks (without torch) that there is something to
-    resume, so a wrong path fails at once."""
+def _saved_run(run_dir: Path) -> tuple[Path, Any, str | None]:
+    """The run to resume, its saved config and its dataset spec (None: the run is finished);
+    checks (without torch) that there is something to resume, so a wrong path fails at once."""
     from hardstat import runs
+    from hardstat.errors import RunError
 
     manifest = runs.read_manifest(run_dir)
     runs.check_writable(run_dir, manifest)
     runs.check_resumable(run_dir, manifest)
-    return runs.manifest_config(run_dir, manifest)
-
-
-def parse_override(text: str) -> tuple[str, Any]:
-    """One ``--set KEY=VALUE``: the dotted key and the value, parsed as JSON when it parses
-    (numbers, true/false, null, "quoted strings"), else kept as the string."""
-    import json
-
-    key, sep, raw = text.partition("=")
-    key = key.strip()
-    if not sep or not key:
-        raise typer.BadParameter(
-            f"expected KEY=VALUE such as optim.lr=0.1, got {text!r}", param_hint="'--set'"
-        )
-    try:
-        value: Any = json.loads(raw)
-    except ValueError:
-        value = raw
-    return key, value
+    conf = runs.manifest_config(run_dir, manifest)
+    if manifest.get("status") == "finished":
+        return run_dir, conf, None
+    spec = manifest["dataset"].get("spec") if isinstance(manifest.get("dataset"), dict) else None
+    if not isinstance(spec, str):
+        raise RunError(f"{run_dir} names no dataset spec (dataset.spec); restore its manifest")
+    return run_dir, conf, spec

@@ -8,9 +8,11 @@ from typing import Annotated
 import typer
 
 from hardstat.cli.errors import reports_errors
+from hardstat.cli.options import Command, Group
 
 app = typer.Typer(
     name="wordnet",
+    cls=Group,
     help="WordNet 3.0 for NLTK: install it (online or offline), check it, and regenerate the "
     "shipped CIFAR-10/100 class-similarity tables. CIFAR runs need no corpus; other datasets "
     "need one for `hardstat analyze semantic`.",
@@ -19,7 +21,7 @@ app = typer.Typer(
 )
 
 
-@app.command("install")
+@app.command("install", cls=Command)
 @reports_errors
 def install(
     source: Annotated[
@@ -69,7 +71,7 @@ def install(
     typer.echo(str(report.corpus))
 
 
-@app.command("check")
+@app.command("check", cls=Command)
 @reports_errors
 def check() -> None:
     """Find the WordNet corpus and print its reference values; exit 1 when missing or wrong."""
@@ -92,7 +94,7 @@ def check() -> None:
     typer.echo("ok")
 
 
-@app.command("tables")
+@app.command("tables", cls=Command)
 @reports_errors
 def tables(
     out_dir: Annotated[

@@ -56,16 +56,18 @@ import torch.nn.functional as F
 from hardstat.classes import CIFAR10_CLASSES, CIFAR100_CLASSES, ClassInfo, is_wnid
 from hardstat.data import DEMO_DIR
 from hardstat.errors import DatasetError
+from hardstat.preflight import (  # spec parsing and path checks live apart, without torch
+    DEFAULT_ROOT,
+    SYNTHETIC_DEFAULT_SIZE,
+    check_folder,
+    cifar_not_found,
+    npz_files,
+)
+from hardstat.preflight import KINDS as KINDS
+from hardstat.preflight import SPEC_HELP as SPEC_HELP
+from hardstat.preflight import SYNTHETIC_MIN_SIZE as SYNTHETIC_MIN_SIZE
+from hardstat.preflight import parse_dataset_spec as parse_dataset_spec
 
-KINDS: tuple[str, ...] = ("synthetic", "demo", "npz", "cifar10", "cifar100", "folder")
-SPEC_HELP = "synthetic[:N], demo, npz:PATH, cifar10[:ROOT], cifar100[:ROOT] or folder:PATH"
-
-
-DEFAULT_ROOT = "~/.cache/hardstat/data"
-"""Where torchvision's CIFAR files live unless the spec names a root."""
-
-SYNTHETIC_DEFAULT_SIZE = 512
-SYNTHETIC_MIN_SIZE = 10
 SYNTHETIC_IMAGE_SIZE = 32
 FOLDER_DEFAULT_IMAGE_SIZE = 64
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png"})
@@ -181,39 +183,9 @@ class Dataset:
 # ---------------------------------------------------------------------------------------------
 
 
-def parse_dataset_spec(spec: str) -> tuple[str, str | None]:
-    """``"npz:/data/c10"`` -> ``("npz", "/data/c10")``; ``"synthetic"`` -> ``("synthetic", None)``.
-
-    The kind is lower-cased and the argument stripped; a synthetic size is checked to be a whole
-    number >= 10. Raises DatasetError on an unknown kind or a missing/empty argument.
-    """
-    if not isinstance(spec, str) or not spec.strip():
-        raise DatasetError(f"empty dataset spec; use {SPEC_HELP}")
-    head, sep, tail = spec.strip().partition(":")
-    kind = head.strip().lower()
-    arg = tail.strip() if sep else None
-    if kind not in KINDS:
-        raise DatasetError(f"unknown dataset {head.strip()!r} in spec {spec!r}; use {SPEC_HELP}")
-    if sep and not arg:
-        raise DatasetError(f"dataset spec {spec!r} has nothing after ':'; use {SPEC_HELP}")
-    if kind in ("npz", "folder") and arg is None:
-        raise DatasetError(f"dataset spec {spec!r} needs a path: {kind}:PATH")
-    if kind == "demo" and arg is not None:
-        raise DatasetError(f"dataset spec {spec!r}: demo takes no argument")
-    if kind == "synthetic" and arg is not None and not _is_size(arg):
-        raise DatasetError(
-            f"synthetic:N needs a whole number N >= {SYNTHETIC_MIN_SIZE}, got {arg!r}"
-        )
-    return kind, arg
-
-
 def _brief(exc: BaseException) -> str:
     """An exception's message on one line (messages of DatasetError are one line)."""
     return " ".join(str(exc).split()) or type(exc).__name__
-
-
-def _is_size(text: str) -> bool:
-    return text.isascii() and text.isdigit() and int(text) >= SYNTHETIC_MIN_SIZE
 
 
 def load_dataset(
@@ -558,18 +530,7 @@ def _read_npz(file: Path) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _load_npz(path: Path) -> tuple[ImageSplit, ImageSplit | None, tuple[ClassInfo, ...]]:
-    if path.is_dir():
-        train_file, test_file = path / "train.npz", path / "test.npz"
-        classes_file = path / "classes.txt"
-        if not train_file.is_file():
-            raise DatasetError(
-                f"{path} has no train.npz; npz:DIR needs DIR/train.npz "
-                "(optional test.npz and classes.txt), or pass npz:FILE.npz"
-            )
-    elif path.is_file():
-        train_file, test_file, classes_file = path, None, None
-    else:
-        raise DatasetError(f"{path} does not exist; pass npz:DIR (with train.npz) or npz:FILE.npz")
+    train_file, test_file, classes_file = npz_files(path)
 
     train_images, train_labels = _read_npz(train_file)
     test_data = None
@@ -628,10 +589,7 @@ def _load_cifar(
                 f"downloading {kind} to {root} failed ({_brief(exc)}); check the internet "
                 "connection or use npz:DIR with a local copy"
             ) from exc
-        raise DatasetError(
-            f"{kind} not found under {root}; pass --download to fetch it (needs internet) "
-            "or use npz:DIR with a local copy"
-        ) from exc
+        raise cifar_not_found(kind, root) from exc
     splits = []
     for ds in (train, test):
         labels = np.asarray(ds.targets, dtype=np.int64)
@@ -710,11 +668,7 @@ def _readable_names(root: Path) -> dict[str, str]:
 def _load_folder(
     root: Path, size: int
 ) -> tuple[ImageSplit, ImageSplit | None, tuple[ClassInfo, ...]]:
-    if not root.is_dir():
-        raise DatasetError(
-            f"{root} is not a directory; folder:PATH needs PATH/train/<class>/*.jpg "
-            "(or PATH/<class>/*.jpg)"
-        )
+    check_folder(root)
     train_dir = root / "train"
     test_dir = None
     if train_dir.is_dir():

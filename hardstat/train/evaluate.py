@@ -95,10 +95,12 @@ def linear_probe(
     batch_size: int = 256,
     weight_decay: float = 0.0,
     seed: int = 0,
+    on_epoch: Callable[[int], None] | None = None,
 ) -> tuple[float, float | None]:
     """Train a linear classifier on frozen features (standardized), report test accuracy.
 
     SGD with momentum 0.9 and a cosine schedule over ``epochs`` passes of the train features.
+    ``on_epoch(n)`` is called after each epoch n = 1..epochs (progress).
     """
     gen = torch.Generator().manual_seed(seed)
     mean, std = train_feats.mean(0), train_feats.std(0).clamp_min(1e-6)
@@ -107,7 +109,7 @@ def linear_probe(
     opt = torch.optim.SGD(clf.parameters(), lr=lr, momentum=0.9, weight_decay=weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs)
     n = x_train.shape[0]
-    for _ in range(epochs):
+    for epoch in range(epochs):
         perm = torch.randperm(n, generator=gen)
         for i in range(0, n, batch_size):
             idx = perm[i : i + batch_size]
@@ -116,5 +118,7 @@ def linear_probe(
             loss.backward()
             opt.step()
         sched.step()
+        if on_epoch is not None:
+            on_epoch(epoch + 1)
     with torch.no_grad():
         return topk_accuracy(clf(x_test), test_labels)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -41,17 +42,20 @@ def evaluate_run(
     linear_lr: float = 0.1,
     device: str = "auto",
     dataset_spec: str | None = None,
+    progress: Callable[[str], None] | None = None,
 ) -> list[EvalResult]:
     """Evaluate the run's checkpointed query backbone; append rows to its ``evals`` table.
 
     Holds the run's lock throughout (:class:`hardstat.runs.RunLock`): a run that is training,
-    or being evaluated by another process, is refused with one line.
+    or being evaluated by another process, is refused with one line. ``progress`` receives a
+    line per stage and about every tenth of the linear probe's epochs.
     """
     run_dir = Path(run_dir)
     manifest = runs.read_manifest(run_dir)
+    say = progress or (lambda _line: None)
     with runs.RunLock(run_dir):
         return _evaluate_locked(
-            run_dir, manifest, linear, knn, linear_epochs, linear_lr, device, dataset_spec
+            run_dir, manifest, linear, knn, linear_epochs, linear_lr, device, dataset_spec, say
         )
 
 
@@ -64,6 +68,7 @@ def _evaluate_locked(
     linear_lr: float,
     device: str,
     dataset_spec: str | None,
+    say: Callable[[str], None],
 ) -> list[EvalResult]:
     path = checkpoint_path(run_dir)
     state = load_checkpoint(path, resume=False)
@@ -103,6 +108,7 @@ def _evaluate_locked(
     def tf(images: torch.Tensor) -> torch.Tensor:
         return eval_transform(images, dataset.train.image_size, dataset.mean, dataset.std)
 
+    say(f"features of {len(dataset.train):,} train and {len(dataset.test):,} test images")
     x_train, y_train = extract_features(backbone, dataset.train, tf, dev)
     x_test, y_test = extract_features(backbone, dataset.test, tf, dev)
     step = int(state["step"]) - 1
@@ -127,6 +133,12 @@ def _evaluate_locked(
             "optimizer": "sgd-cosine",
             "features": "backbone, standardized",
         }
+        every = max(1, linear_epochs // 10)
+
+        def epoch_done(done: int) -> None:
+            if done % every == 0 or done == linear_epochs:
+                say(f"linear probe: epoch {done}/{linear_epochs}")
+
         top1, top5 = linear_probe(
             x_train,
             y_train,
@@ -136,6 +148,7 @@ def _evaluate_locked(
             epochs=linear_epochs,
             lr=linear_lr,
             seed=config.seed,
+            on_epoch=epoch_done,
         )
         results.append(EvalResult("linear", step, epoch, top1, top5, params))
     # a name no earlier evaluation has (microseconds; the lock orders evaluations of one run)

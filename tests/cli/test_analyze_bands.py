@@ -134,8 +134,9 @@ def test_one_run_gives_one_line_not_a_table(tmp_path: Path) -> None:
 
 
 def test_usage_and_errors(sweep: Path, tmp_path: Path) -> None:
-    bad_suffix = invoke("analyze", "bands", sweep, "--out", tmp_path / "x.pdf")
-    assert bad_suffix.exit_code == 2 and not (tmp_path / "x.pdf").exists()
+    bad_suffix = invoke("analyze", "bands", sweep, "--chart", tmp_path / "x.pdf")
+    assert bad_suffix.exit_code == 1 and not (tmp_path / "x.pdf").exists()
+    assert bad_suffix.stderr.startswith("Error: cannot write a chart to x.pdf")
     for margin in ("0", "-1", "100"):
         assert invoke("analyze", "bands", sweep, "--margin", margin).exit_code == 2
     assert invoke("analyze", "bands", sweep, "--metric", "top5").exit_code == 2

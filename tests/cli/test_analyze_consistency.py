@@ -139,7 +139,7 @@ OPTIONS = (
     "--seed",
     "--no-shuffle-check",
     "--format",
-    "--out",
+    "--chart",
     "--negatives",
 )
 

@@ -230,6 +230,8 @@ def test_bad_input_is_one_line_never_a_traceback(
     monkeypatch.chdir(tmp_path)  # a payload that runs would leave PWNED here
     run = tmp_path / "run"
     shutil.copytree(base, run)
+    if cmd == "resume":  # a finished run has nothing to resume (one line, exit 0): as if stopped
+        _manifest(lambda m: m.update(status="interrupted"))(run)
     CORPUS[case][0](run)
     before = _snapshot(run)
     result = runner.invoke(app, command(cmd, run, tmp_path))

@@ -36,3 +36,9 @@ def test_demo_name_stays_inside_out(tmp_path: Path) -> None:
     result = runner.invoke(app, ["demo", "--out", str(tmp_path / "o"), "--name", "../x"])
     assert result.exit_code == 1 and "run name" in result.stderr
     assert not any(tmp_path.iterdir())
+
+
+def test_demo_help_shows_its_defaults() -> None:
+    text = " ".join(runner.invoke(app, ["demo", "--help"], env={"COLUMNS": "240"}).stdout.split())
+    assert "demo-YYYYMMDD-HHMMSS" in text and "(default: demo-)" not in text
+    assert "the demo preset's 15" in text and "--runs-dir" in text

@@ -85,3 +85,29 @@ def test_eval_of_a_manifest_without_dataset_is_one_line(tmp_path: Path) -> None:
     path.write_text(json.dumps(manifest))
     result = runner.invoke(app, ["eval", str(tmp_path / "a")])
     assert result.exit_code == 1 and "field 'dataset' is missing" in result.stderr
+
+
+# -- issue 12 ------------------------------------------------------------------------------------
+def test_eval_of_a_run_without_checkpoint_says_what_to_do(tmp_path: Path) -> None:
+    r = runner.invoke(app, ["train", "--runs-dir", str(tmp_path), "--name", "a", "-q"])
+    assert r.exit_code == 0, r.output
+    (tmp_path / "a" / "checkpoints" / "last.pt").unlink()
+    result = runner.invoke(app, ["eval", str(tmp_path / "a")])
+    assert result.exit_code == 1 and len(result.stderr.strip().splitlines()) == 1
+    assert result.stderr.startswith(f"Error: {tmp_path / 'a'} has no checkpoint to evaluate")
+    assert "mv " in result.stderr and "resume" not in result.stderr
+
+
+def test_eval_shows_progress_on_stderr_and_formats_its_result(tmp_path: Path) -> None:
+    r = runner.invoke(app, ["train", "--runs-dir", str(tmp_path), "--name", "a", "-q"])
+    assert r.exit_code == 0, r.output
+    run = str(tmp_path / "a")
+    result = runner.invoke(app, ["eval", run, "--epochs", "20", "-f", "json"])
+    assert result.exit_code == 0, result.output
+    assert [e["kind"] for e in json.loads(result.stdout)] == ["linear"]
+    progress = result.stderr.splitlines()
+    assert progress[0].startswith("features of ") and "linear probe: epoch 2/20" in progress
+    assert progress[-1] == "linear probe: epoch 20/20" and len(progress) == 11
+    quiet = runner.invoke(app, ["eval", run, "--epochs", "2", "--json", "-q"])  # the old flag
+    assert quiet.exit_code == 0 and quiet.stderr == ""
+    assert json.loads(quiet.stdout)[0]["kind"] == "linear"

@@ -82,6 +82,33 @@ def test_bad_options_exit_1_with_one_line(
     assert result.stdout == ""
 
 
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--permutations", "50"], "--permutations 50: give 0"),
+        (["--permutations", "-5"], "--permutations -5: give 0"),
+        (["--bootstrap", "-1"], "--bootstrap -1: give 0"),
+    ],
+)
+def test_a_bad_value_is_the_same_error_in_report_and_semantic(
+    sweep: Path, tmp_path: Path, args: list[str], message: str
+) -> None:
+    report = invoke("report", sweep, "--html", tmp_path / "r.html", *args)
+    semantic = invoke("analyze", "semantic", sweep, *args)
+    for result in (report, semantic):
+        assert result.exit_code == 1, result.output
+        assert result.stderr.startswith(f"Error: {message}") and result.stderr.count("\n") == 1
+    assert report.stderr == semantic.stderr
+    assert not (tmp_path / "r.html").exists()
+
+
+def test_html_names_the_report_and_out_still_works(sweep: Path, tmp_path: Path) -> None:
+    both = invoke("report", sweep, "--html", tmp_path / "a.html", "--out", tmp_path / "b.html")
+    assert both.exit_code == 2 and "--html" in both.output
+    assert invoke("report", sweep).exit_code == 2 and "--html" in invoke("report", sweep).output
+    assert "--html" in invoke("report", "--help").stdout
+
+
 def test_no_runs_exit_1(tmp_path: Path) -> None:
     result = invoke("report", tmp_path / "missing", "--out", tmp_path / "r.html")
     assert result.exit_code == 1

@@ -146,9 +146,11 @@ def test_parquet_goes_to_out_never_into_a_run(sweep: Path, tmp_path: Path) -> No
     assert snapshot(sweep) == before
 
     no_out = invoke("sql", sweep, "SELECT 1", "-f", "parquet")
-    assert no_out.exit_code == 2 and "--out" in no_out.output
-    stray = invoke("sql", sweep, "SELECT 1", "--out", tmp_path / "x.parquet")
-    assert stray.exit_code == 2
+    assert no_out.exit_code == 2 and "--parquet FILE" in no_out.output
+    stray = invoke("sql", sweep, "SELECT 1", "-f", "csv", "--parquet", tmp_path / "x.parquet")
+    assert stray.exit_code == 2 and not (tmp_path / "x.parquet").exists()
+    short = invoke("sql", sweep, "SELECT 1 AS one", "--parquet", tmp_path / "y.parquet")
+    assert short.exit_code == 0 and pq.read_table(tmp_path / "y.parquet").num_rows == 1
 
 
 def test_params_bind_numbers_and_text(sweep: Path) -> None:
@@ -291,8 +293,26 @@ def test_docs_list_the_runs_columns_and_help_examples() -> None:
     documented = [tuple(c.strip().strip("`") for c in row.strip("|").split("|")) for row in rows]
     assert documented == [tuple(c) for c in RUNS_COLUMNS]
     help_text = " ".join(invoke("sql", "--help").stdout.split())
-    for word in ("--format", "--limit", "--param", "--out", "--schema", "runs/*"):
+    for word in ("--format", "--limit", "--param", "--parquet", "--schema", "runs/*"):
         assert word in help_text and word in section
+
+
+def test_a_long_query_is_not_taken_for_a_path(sweep: Path) -> None:
+    """A query longer than a file name may be (255 bytes) and without '/': no OSError."""
+    query = (
+        "SELECT s.label AS query_label, c.name AS query_class, count(*) AS negatives_seen, "
+        "avg(p.similarity) AS mean_similarity, min(p.rank) AS hardest_rank FROM pairs p "
+        "JOIN samples s ON s.sample_id = p.query_id AND s.run = p.run "
+        "JOIN classes c ON c.label = s.label AND c.run = s.run WHERE p.rank <= 10 "
+        "GROUP BY s.label, c.name ORDER BY negatives_seen DESC, query_label LIMIT 5"
+    )
+    assert len(query) > 300 and "/" not in query.replace("*", "")
+    result = invoke("sql", sweep, query, "-f", "csv")
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines()[0].startswith('"query_label","query_class"')
+    nameless = invoke("sql", sweep, "x" * 300)  # one long word: no path, a (bad) query
+    assert nameless.exit_code == 1 and nameless.stderr.count("\n") == 1
+    assert "File name too long" not in nameless.stderr
 
 
 # -- stopping a query: Ctrl-C, --timeout, --memory-limit ------------------------------------------
@@ -387,3 +407,20 @@ def test_parquet_out_on_a_full_disk_is_one_line(
     assert result.exit_code == 1 and "No space left on device" in result.stderr
     assert result.stderr.count("\n") == 1 and not out.exists()
     assert not list(tmp_path.glob(".*.tmp"))
+
+
+@pytest.mark.parametrize("fmt", ["csv", "json", "table"])
+def test_a_reader_that_stops_early_ends_the_query_quietly(big: Path, fmt: str) -> None:
+    """`hardstat sql RUN QUERY -f csv | head -1`: exit 0, nothing on stderr."""
+    import subprocess
+    import sys
+
+    query = "SELECT * FROM pairs"
+    cmd = [sys.executable, "-m", "hardstat", "sql", str(big), query, "-f", fmt, "--limit", "0"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout is not None and proc.stderr is not None
+    assert proc.stdout.readline()  # the first line, then the reader goes away
+    proc.stdout.close()
+    err = proc.stderr.read()
+    assert proc.wait(timeout=60) == 0, err
+    assert err == b""

@@ -150,7 +150,9 @@ def test_name_of_an_existing_file_and_an_out_that_is_a_file(tmp_path: Path) -> N
     result = invoke("train", "--out", str(tmp_path), "--name", "f", "-q")
     assert result.exit_code == 1 and "is not a directory" in result.stderr
     result = invoke("train", "--out", str(tmp_path / "f"), "--name", "r", "-q")
-    assert result.exit_code == 1 and "is not a directory; choose another --out" in result.stderr
+    assert (
+        result.exit_code == 1 and "is not a directory; choose another --runs-dir" in result.stderr
+    )
     assert (tmp_path / "f").read_text() == "x"
 
 
@@ -225,3 +227,117 @@ def test_training_survives_a_reader_that_goes_away(tmp_path: Path) -> None:
     assert proc.wait(timeout=300) == 0
     manifest = json.loads((tmp_path / "p" / "manifest.json").read_text())
     assert manifest["status"] == "finished" and manifest["steps_done"] == 16
+
+
+# -- issue 12: flag words, cheap checks first, finished runs, names that never collide --------
+def test_typed_flags_answer_in_flag_words(tmp_path: Path) -> None:
+    base = ["train", "--runs-dir", str(tmp_path), "--name", "x", "-q"]
+    for args, message in (
+        (["--epochs", "-1"], "Error: --epochs must be >= 1\n"),
+        (["--batch-size", "1"], "Error: --batch-size must be >= 2\n"),
+        (["--set", "optim.epochs=-1"], "Error: optim.epochs must be >= 1\n"),  # the key typed
+        (["--epochs", "2", "--set", "optim.epochs=0"], "Error: optim.epochs must be >= 1\n"),
+        (["--threads", "0"], "Error: --threads must be >= 1\n"),
+    ):
+        result = invoke(*base, *args)
+        assert result.exit_code == 1 and result.stderr == message, (args, result.output)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_cheap_errors_come_before_torch(tmp_path: Path) -> None:
+    """Dataset, device, run-directory and spec errors, each one line and exit 1, without
+    importing torch (which takes 15-20 s on a cold cache)."""
+    import os
+    import subprocess
+    import sys
+
+    started = invoke("train", "--runs-dir", str(tmp_path), "--name", "r", "-q", "--stop-after", "1")
+    assert started.exit_code == 0, started.output
+    run = tmp_path / "r"
+    cases = [
+        (["train", "--dataset", "npz:/nonexistent"], "/nonexistent does not exist"),
+        (["train", "--dataset", "folder:/nonexistent"], "is not a directory"),
+        (["train", "--dataset", "cifar10:/nonexistent"], "cifar10 not found under"),
+        (["train", "--dataset", "bogus:x"], "unknown dataset"),
+        (["train", "--device", "cuda:1"], "CUDA is not available"),
+        (["train", "--device", "mps"], "Apple"),
+        (["train", "--runs-dir", str(run / "manifest.json")], "is not a directory"),
+        (["eval", "/nonexistent-run"], "does not exist"),
+        (["eval", str(run), "--dataset", "npz:/nonexistent"], "/nonexistent does not exist"),
+        (["eval", str(run), "--device", "cuda"], "CUDA is not available"),
+        (["train", "--resume", str(run), "--quiet", "--name", "y"], "--resume continues"),
+    ]
+    code = (
+        "import sys\n"
+        "from hardstat.cli import app\n"
+        f"for args in {[args + ['--quiet'] * (args[0] == 'train') for args, _ in cases]!r}:\n"
+        "    try:\n"
+        "        app(args)\n"
+        "    except SystemExit as e:\n"
+        "        assert e.code == 1, (args, e.code)\n"
+        "print('torch' in sys.modules)\n"
+    )
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=tmp_path
+    )
+    assert out.returncode == 0 and out.stdout.strip() == "False", out.stderr
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == len(cases), out.stderr
+    for line, (args, message) in zip(lines, cases, strict=True):
+        assert line.startswith("Error: ") and message in line, (args, line)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r"]
+
+
+def test_resume_of_a_finished_run_says_so_and_changes_nothing(tmp_path: Path) -> None:
+    args = ["train", "--runs-dir", str(tmp_path), "--name", "f", "-q", "--epochs", "1"]
+    assert invoke(*args).exit_code == 0
+    before = {p: p.stat().st_mtime_ns for p in (tmp_path / "f").rglob("*")}
+    result = invoke("train", "--resume", str(tmp_path / "f"))
+    assert result.exit_code == 0, result.output
+    assert result.stderr == f"run {tmp_path / 'f'} is already finished; nothing to resume\n"
+    assert result.stdout.strip() == str(tmp_path / "f")
+    assert {p: p.stat().st_mtime_ns for p in (tmp_path / "f").rglob("*")} == before
+
+
+def test_runs_started_in_the_same_second_get_their_own_directories(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import time
+
+    monkeypatch.setattr(time, "strftime", lambda fmt, *a: "20260101-000000")
+    args = ["train", "--runs-dir", str(tmp_path), "-q", "--stop-after", "1"]
+    first, second = invoke(*args), invoke(*args)
+    assert first.exit_code == second.exit_code == 0, second.output
+    name = "tiny-band0-100-s0-20260101-000000"
+    assert first.stdout.strip() == str(tmp_path / name)
+    assert second.stdout.strip() == str(tmp_path / f"{name}-2")
+
+
+def test_a_run_another_process_trains_is_not_offered_for_resume(tmp_path: Path) -> None:
+    from hardstat import runs
+
+    args = ["train", "--runs-dir", str(tmp_path), "--name", "live", "-q", "--stop-after", "1"]
+    assert invoke(*args).exit_code == 0
+    with runs.RunLock(tmp_path / "live"):  # as the training process holds it
+        result = invoke(*args)
+    assert result.exit_code == 1 and len(result.stderr.strip().splitlines()) == 1
+    assert "is in use by process" in result.stderr and "--resume" not in result.stderr
+
+
+def test_help_describes_every_option_plainly() -> None:
+    wide = runner.invoke(app, ["train", "--help"], env={"COLUMNS": "240"})
+    text = " ".join(wide.stdout.split())
+    for phrase in (
+        "--backbone <convnet|resnet18|resnet50> Encoder network. Default: the preset's (tiny "
+        "convnet",
+        "--epochs <int> Passes over the training set. Default: the preset's (tiny 3, demo 15,",
+        "--batch-size -B <int> Images per step",
+        "--seed <int> Seed of the initial weights",
+    ):
+        assert phrase in text, phrase
+    for command in (["train"], ["eval"], ["sql"], ["analyze", "consistency"], ["report"], []):
+        assert "<bool>" not in runner.invoke(app, [*command, "--help"]).stdout, command
+    bad = invoke("train", "--backbone", "vgg")
+    assert bad.exit_code == 2 and "'vgg' is not one of 'convnet'" in bad.output
+    assert "Value error" not in bad.output

@@ -7,8 +7,11 @@ from __future__ import annotations
 
 import typer
 
+from hardstat.cli.options import Group
+
 app = typer.Typer(
     name="analyze",
+    cls=Group,
     help="Statistics over run logs: band ablations, WordNet semantics of hard negatives, and "
     "whether hardness is a consistent property of a negative (with null models).",
     no_args_is_help=True,

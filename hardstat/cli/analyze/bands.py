@@ -4,21 +4,24 @@ from __future__ import annotations
 
 import json
 from enum import StrEnum
-from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from hardstat.cli.analyze import app
 from hardstat.cli.errors import reports_errors
+from hardstat.cli.options import (
+    ChartOption,
+    Command,
+    Format,
+    FormatOption,
+    OutAlias,
+    RunsArgument,
+    chart_path,
+)
 
 if TYPE_CHECKING:
     from hardstat.analysis.ablation import BandAblation
-
-
-class BandsFormat(StrEnum):
-    table = "table"
-    json = "json"
 
 
 class Metric(StrEnum):
@@ -26,17 +29,10 @@ class Metric(StrEnum):
     knn = "knn"
 
 
-@app.command("bands")
+@app.command("bands", cls=Command)
 @reports_errors
 def bands(
-    runs: Annotated[
-        list[str],
-        typer.Argument(
-            metavar="RUN...",
-            help="Runs that differ in band (run directories, sweep directories or globs).",
-            show_default=False,
-        ),
-    ],
+    runs: RunsArgument,
     reference: Annotated[
         str,
         typer.Option(help="The band every other band is compared with."),
@@ -55,17 +51,9 @@ def bands(
             help="Equivalence margin in percentage points of top-1 accuracy (TOST), > 0.",
         ),
     ] = 1.0,
-    fmt: Annotated[
-        BandsFormat, typer.Option("--format", "-f", help="table (text) or json.")
-    ] = BandsFormat.table,
-    out: Annotated[
-        Path | None,
-        typer.Option(
-            help="Also write the chart (paired differences per band) to x.html, x.png, x.svg "
-            "or x.json.",
-            show_default=False,
-        ),
-    ] = None,
+    fmt: FormatOption = Format.table,
+    chart: ChartOption = None,
+    out: OutAlias = None,
 ) -> None:
     """Compare downstream accuracy across bands of negatives, paired by seed.
 
@@ -79,14 +67,9 @@ def bands(
     or queue sizes are refused (analyse them separately); notes on what was left out go to
     stderr.
 
-    Example: `hardstat analyze bands runs/sweep --metric linear --out bands.png`
+    Example: `hardstat analyze bands runs/sweep --metric linear --chart bands.png`
     """
-    from hardstat.charts import FORMATS
-
-    if out is not None and out.suffix.lower() not in FORMATS:
-        raise typer.BadParameter(
-            f"{out.name}: use a file ending in {', '.join(FORMATS)}", param_hint="--out"
-        )
+    out = chart_path(chart, out)
     if not 0 < margin < 100:
         raise typer.BadParameter(
             f"{margin} pp: give the margin in percentage points, between 0 and 100, e.g. 1",
@@ -109,7 +92,7 @@ def bands(
         con.close()
     if out is not None and result.no_contrast is not None:
         raise ConfigError(f"no chart to write to {out}: {result.no_contrast}")
-    if fmt is BandsFormat.json:
+    if fmt is Format.json:
         typer.echo(json.dumps(result.to_dict(), indent=2))
     else:
         typer.echo("\n".join(render(result)))
@@ -119,14 +102,14 @@ def bands(
         from hardstat.charts import save_chart
         from hardstat.charts.bands import bands_chart
 
-        chart = bands_chart(
+        figure = bands_chart(
             result.contrasts,
             result.pairs,
             reference=result.reference,
             metric=result.metric_label,
             margin=result.margin,
         )
-        save_chart(chart, out)
+        save_chart(figure, out)
         typer.echo(f"wrote {out}", err=True)
 
 

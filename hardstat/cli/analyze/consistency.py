@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -11,14 +10,18 @@ import typer
 
 from hardstat.cli.analyze import app
 from hardstat.cli.errors import reports_errors
+from hardstat.cli.options import (
+    ChartOption,
+    Command,
+    Format,
+    FormatOption,
+    OutAlias,
+    RunsArgument,
+    chart_path,
+)
 
 if TYPE_CHECKING:
     from hardstat.analysis.consistency import ConsistencyResult
-
-
-class OutputFormat(StrEnum):
-    table = "table"
-    json = "json"
 
 
 _TESTS = "Tests"
@@ -38,18 +41,10 @@ def parse_epochs(value: str | None) -> tuple[int, int] | None:
     return int(parts[0]), int(parts[1])
 
 
-@app.command("consistency")
+@app.command("consistency", cls=Command)
 @reports_errors
 def consistency(
-    runs: Annotated[
-        list[Path],
-        typer.Argument(
-            metavar="RUN",
-            help="Run directories, sweep directories holding runs, or globs. Several runs of "
-            "one dataset (seeds) are also compared with each other.",
-            show_default=False,
-        ),
-    ],
+    runs: RunsArgument,
     against: Annotated[
         Path | None,
         typer.Option(
@@ -121,20 +116,9 @@ def consistency(
             rich_help_panel=_TESTS,
         ),
     ] = True,
-    output_format: Annotated[
-        OutputFormat,
-        typer.Option(
-            "--format", "-f", help="Report on stdout as a table or JSON.", rich_help_panel=_OUTPUT
-        ),
-    ] = OutputFormat.table,
-    out: Annotated[
-        Path | None,
-        typer.Option(
-            help="Write the chart (ICCs, the test against its permutation null, per-negative "
-            "z): .html, .png, .svg or .json.",
-            rich_help_panel=_OUTPUT,
-        ),
-    ] = None,
+    output_format: FormatOption = Format.table,
+    chart: ChartOption = None,
+    out: OutAlias = None,
     negatives: Annotated[
         Path | None,
         typer.Option(
@@ -167,18 +151,14 @@ def consistency(
 
     * `hardstat analyze consistency runs/c10-s0 --against runs/c10-s1 -f json`
 
-    * `hardstat analyze consistency sweeps/c10/0-100-s* --epochs 4,5 --out consistency.png`
+    * `hardstat analyze consistency sweeps/c10/0-100-s* --epochs 4,5 --chart consistency.png`
     """
-    from hardstat.charts import FORMATS
     from hardstat.errors import HardstatError, RunError
 
     split = parse_epochs(epochs)
     if split is not None and against is not None:
         raise typer.BadParameter("give either --epochs or --against, not both")
-    if out is not None and out.suffix.lower() not in FORMATS:
-        raise HardstatError(
-            f"cannot write a chart to {out.name}: use a file ending in {', '.join(FORMATS)}"
-        )
+    out = chart_path(chart, out)
     if negatives is not None and negatives.suffix.lower() not in (".csv", ".parquet"):
         raise HardstatError(
             f"cannot write the negatives to {negatives.name}: use a file ending in .csv or .parquet"
@@ -189,7 +169,7 @@ def consistency(
     from hardstat.analysis.consistency import consistency as analyse
 
     check_options(hard_band, fdr, permutations, bootstrap, min_keys, split)
-    infos = logs.find_runs([str(r) for r in runs])
+    infos = logs.find_runs(runs)
     against_name = None
     if against is not None:
         others = logs.find_runs([str(against)])
@@ -216,7 +196,7 @@ def consistency(
         shuffle_check=shuffle_check,
         progress=lambda msg: typer.echo(msg, err=True),
     )
-    if output_format is OutputFormat.json:
+    if output_format is Format.json:
         typer.echo(json.dumps(result.to_dict(), indent=2))
     else:
         typer.echo(render_table(result))

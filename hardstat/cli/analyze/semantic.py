@@ -4,13 +4,23 @@ from __future__ import annotations
 
 import json
 from enum import StrEnum
-from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from hardstat.cli.analyze import app
 from hardstat.cli.errors import reports_errors
+from hardstat.cli.options import (
+    DEFAULT_MEASURE,
+    ChartOption,
+    Command,
+    Format,
+    FormatOption,
+    Measure,
+    OutAlias,
+    RunsArgument,
+    chart_path,
+)
 
 if TYPE_CHECKING:
     from hardstat.analysis.semantic import SemanticResult
@@ -20,12 +30,6 @@ MAX_EPOCH_ROWS = 25
 """The text trajectory shows at most this many epochs (evenly spaced; all are in the JSON)."""
 
 
-class Measure(StrEnum):
-    wup = "wup"
-    path = "path"
-    lch = "lch"
-
-
 class Resampling(StrEnum):
     step_negative = "step-negative"
     query_negative = "query-negative"
@@ -33,29 +37,17 @@ class Resampling(StrEnum):
     query = "query"
 
 
-class SemanticFormat(StrEnum):
-    table = "table"
-    json = "json"
-
-
-@app.command("semantic")
+@app.command("semantic", cls=Command)
 @reports_errors
 def semantic(
-    runs: Annotated[
-        list[str],
-        typer.Argument(
-            metavar="RUN...",
-            help="Runs (seeds) to analyse: run directories, sweep directories or globs.",
-            show_default=False,
-        ),
-    ],
+    runs: RunsArgument,
     measure: Annotated[
         Measure,
         typer.Option(
             help="WordNet class_similarity of two classes: wup (Wu-Palmer), path, lch "
             "(Leacock-Chodorow)."
         ),
-    ] = Measure.wup,
+    ] = DEFAULT_MEASURE,
     epochs: Annotated[
         str | None,
         typer.Option(
@@ -98,18 +90,9 @@ def semantic(
         ),
     ] = 1000,
     seed: Annotated[int, typer.Option(help="Seed of the bootstrap and permutations.")] = 0,
-    fmt: Annotated[
-        SemanticFormat, typer.Option("--format", "-f", help="table (text) or json.")
-    ] = SemanticFormat.table,
-    out: Annotated[
-        Path | None,
-        typer.Option(
-            help="Also write the chart (same-class fraction and different-class "
-            "class_similarity by hardness bin, and the headline contrast per epoch) to "
-            "x.html, x.png, x.svg or x.json.",
-            show_default=False,
-        ),
-    ] = None,
+    fmt: FormatOption = Format.table,
+    chart: ChartOption = None,
+    out: OutAlias = None,
 ) -> None:
     """WordNet class_similarity of query and negative classes by hardness: effect sizes with
     honest intervals, then a null model.
@@ -125,34 +108,21 @@ def semantic(
     CIFAR-10/100 runs use shipped tables; other datasets need WordNet (`hardstat wordnet
     install`). See docs/analyses.md.
 
-    Example: `hardstat analyze semantic runs/c10-s0 runs/c10-s1 runs/c10-s2 --out semantic.png`
+    Example: `hardstat analyze semantic runs/c10-s0 runs/c10-s1 runs/c10-s2 --chart semantic.png`
     """
-    from hardstat.charts import FORMATS
-
-    if out is not None and out.suffix.lower() not in FORMATS:
-        raise typer.BadParameter(
-            f"{out.name}: use a file ending in {', '.join(FORMATS)}", param_hint="--out"
-        )
-    if permutations != 0 and permutations < 200:
-        raise typer.BadParameter("use 0 or at least 200", param_hint="--permutations")
-    if bootstrap < 0:
-        raise typer.BadParameter("use 0 or more", param_hint="--bootstrap")
-
     from hardstat.analysis import logs
-    from hardstat.analysis.semantic import bins_from_edges, parse_range
+    from hardstat.analysis.semantic import bins_from_edges, check_options, parse_range
     from hardstat.analysis.semantic import semantic as run_semantic
     from hardstat.errors import ConfigError
 
+    out = chart_path(chart, out)
+    check_options(measure.value, bootstrap, permutations, resampling=resampling.value)
     try:
         bin_spec = bins_from_edges([e.strip() for e in bins.split(",") if e.strip()])
     except ConfigError as e:
-        raise typer.BadParameter(str(e), param_hint="--bins") from None
-    ranges = {}
-    for hint, text in (("--epochs", epochs), ("--steps", steps)):
-        try:
-            ranges[hint] = parse_range(text, hint[2:]) if text is not None else None
-        except ConfigError as e:
-            raise typer.BadParameter(str(e), param_hint=hint) from None
+        raise e.reworded(f"--bins {bins}: {e}") from None
+    epoch_range = None if epochs is None else parse_range(epochs, "--epochs")
+    step_range = None if steps is None else parse_range(steps, "--steps")
 
     con = logs.connect(logs.find_runs(runs))
     try:
@@ -163,15 +133,15 @@ def semantic(
             bootstrap=bootstrap,
             permutations=permutations,
             seed=seed,
-            epochs=ranges["--epochs"],
-            steps=ranges["--steps"],
+            epochs=epoch_range,
+            steps=step_range,
             resampling=resampling.value,
         )
     finally:
         con.close()
     for warning in result.warnings:
         typer.echo(f"warning: {warning}", err=True)
-    if fmt is SemanticFormat.json:
+    if fmt is Format.json:
         typer.echo(json.dumps(result.to_dict(), indent=2))
     else:
         typer.echo("\n".join(render(result)))
