@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from hardstat import display
 from hardstat.data import DEMO_DIR
 from hardstat.errors import (
     ConfigError,
@@ -153,29 +154,9 @@ def load_images(spec: str, file: Path | None = None) -> tuple[np.ndarray | None,
 
 
 def esc(value: object) -> str:
-    """HTML-escaped text of a value; None is a dash."""
-    return "—" if value is None else html.escape(str(value))
-
-
-def pct(value: float | None, digits: int = 2) -> str:
-    """A fraction as percent text; None or NaN is a dash."""
-    return "—" if value is None or value != value else f"{100 * value:.{digits}f}"
-
-
-def mean_std(mean: float | None, std: float | None) -> str:
-    """Mean ± std of fractions in percent."""
-    if mean is None or mean != mean:
-        return "—"
-    return pct(mean) if std is None or std != std else f"{pct(mean)} ± {pct(std)}"
-
-
-def p_text(p: float, name: str = "p") -> str:
-    """``"p = 0.012"``, ``"p = 3.10e-05"``, ``"p < 1e-300"`` (a p-value that underflowed to 0)."""
-    if p != p:
-        return f"{name} n/a"
-    if p == 0:
-        return f"{name} < 1e-300"
-    return f"{name} = {p:.2e}" if p < 1e-3 else f"{name} = {p:.3f}"
+    """HTML-escaped text of a value; a missing one (None, NaN) is the dash. Numbers are
+    formatted by :mod:`hardstat.display` before they get here."""
+    return display.DASH if display.missing(value) else html.escape(str(value))
 
 
 def html_table(
@@ -252,9 +233,9 @@ def _header(infos: Sequence[RunInfo], runs: list[dict[str, Any]], created: str) 
     facts = [
         ("runs", str(len(runs))),
         ("dataset", ", ".join(datasets)),
-        ("queue size K", ", ".join(map(str, ks)) or "—"),
+        ("queue size K", ", ".join(map(str, ks)) or display.DASH),
         ("bands", ", ".join(bands)),
-        ("seeds", ", ".join(map(str, seeds)) or "—"),
+        ("seeds", ", ".join(map(str, seeds)) or display.DASH),
         (
             "training processes",
             ", ".join(map(str, sorted({int(r.get("processes") or 1) for r in runs}))),
@@ -335,7 +316,6 @@ def _semantic_section(result: SemanticResult | str, runs: Sequence[str]) -> str:
     )
     if isinstance(result, str):
         return head + _note(f"Not available: {result}") + "</section>"
-    from hardstat import display
     from hardstat.analysis.wordnet import MEASURE_TITLES
     from hardstat.charts.semantic import semantic_chart
 
@@ -371,7 +351,8 @@ def _semantic_section(result: SemanticResult | str, runs: Sequence[str]) -> str:
 
 def consistency_rows(r: ConsistencyResult) -> list[tuple[str, str]]:
     """(name, value) rows summarising a consistency result (the CLI's summary, band first)."""
-    band = f"{r.band}: hardest {r.kept} of K = {r.queue_size} (p = {r.kept_fraction:.4f})"
+    kept = display.percent(r.kept_fraction, 2)
+    band = f"{r.band}: hardest {r.kept} of K = {r.queue_size} ({kept} of the queue)"
     return [("band", band), *r.summary_rows()]
 
 
@@ -496,7 +477,8 @@ def _gallery_section(
         row = per.get(n)
         if row is None:
             return ""
-        return f"{row['effect']:+.1f} pp, {row['n_keys']} keys, z {row['z']:+.1f}"
+        effect, z = display.number(row["effect"], "+.1f"), display.number(row["z"], "+.1f")
+        return f"{effect} pp, {row['n_keys']} keys, z {z}"
 
     parts.append(f"<h3>Consistently hard ({result.n_consistently_hard:,} in all)</h3>")
     if not hard:

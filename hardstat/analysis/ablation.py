@@ -192,7 +192,7 @@ class BandAblation:
         return (
             f"verdicts (p-values Holm-adjusted over the {tested} contrast"
             f"{'s' if tested != 1 else ''} with 2+ paired seeds; alpha {self.alpha:g}; margin "
-            f"±{100 * self.margin:.2f} pp; unit: seed): {RULE}"
+            f"{display.margin_points(self.margin)}; unit: seed): {RULE}"
         )
 
     def contrast_rows(self) -> tuple[list[str], list[list[str]]]:
@@ -211,7 +211,9 @@ class BandAblation:
             "verdict",
         ]
         per_seed = {
-            band: ", ".join(f"s{s} {100 * d:+.2f}" for s, d in zip(seeds, diffs, strict=True))
+            band: ", ".join(
+                f"s{s} {display.points(d, unit=False)}" for s, d in zip(seeds, diffs, strict=True)
+            )
             for band, seeds, diffs in self.pairs.group_by("band", maintain_order=True)
             .agg("seed", "diff")
             .iter_rows()
@@ -225,10 +227,8 @@ class BandAblation:
                     _removed(c["removed"], c["queue_size"]),
                     str(c["n_seeds"]),
                     per_seed.get(c["band"], display.DASH),
-                    display.estimate(
-                        _pp(c["mean_diff"]), _pp(c["ci95_lo"]), _pp(c["ci95_hi"]), "+.2f"
-                    ),
-                    display.interval(_pp(c["ci90_lo"]), _pp(c["ci90_hi"]), "+.2f"),
+                    display.estimate(c["mean_diff"], c["ci95_lo"], c["ci95_hi"], "+.2f", scale=100),
+                    display.interval(c["ci90_lo"], c["ci90_hi"], "+.2f", scale=100),
                     _p(c["p_holm"]),
                     _p(c["tost_p_holm"]),
                     c["verdict"],
@@ -248,13 +248,13 @@ class BandAblation:
             row = [
                 str(b["band"]),
                 _kept(b["kept"], b["queue_size"]),
-                display.percent(b["kept_fraction"], 3).rstrip("%"),
+                display.percent(b["kept_fraction"], 3, symbol=False),
                 str(b["n_runs"]),
                 str(b["n_knn"]),
-                display.number(_pp(b["knn_top1_mean"]), ".2f"),
+                display.percent(b["knn_top1_mean"], 2, symbol=False),
             ]
             if linear:
-                row += [str(b["n_linear"]), display.number(_pp(b["linear_top1_mean"]), ".2f")]
+                row += [str(b["n_linear"]), display.percent(b["linear_top1_mean"], 2, symbol=False)]
             rows.append(row)
         return cols, rows
 
@@ -633,11 +633,6 @@ def _warnings(runs: pl.DataFrame, reference: str, column: str) -> list[str]:
     if reference not in runs["band"].to_list():
         notes.append(f"no {reference} run: no contrasts")
     return notes
-
-
-def _pp(x: float | None) -> float | None:
-    """A fraction in percent (or percentage points for a difference); missing stays missing."""
-    return None if display.missing(x) else 100 * x  # type: ignore[operator]
 
 
 def _p(p: float | None) -> str:

@@ -453,7 +453,7 @@ def contrast_text(kind: str, estimate: float, lo: float, hi: float) -> str:
     """A contrast with its interval: percentage points for fractions (``kind`` same_class),
     else class_similarity units."""
     if kind == "same_class":
-        text = display.estimate(100 * estimate, 100 * lo, 100 * hi, "+.2f")
+        text = display.estimate(estimate, lo, hi, "+.2f", scale=100)
         return text if text == display.DASH else f"{text} pp"
     return display.estimate(estimate, lo, hi, "+.4f")
 
@@ -549,10 +549,7 @@ class SemanticResult:
             row += [
                 f"{b.n_pairs:,}",
                 display.estimate(
-                    100 * b.same_class_fraction,
-                    100 * b.same_class_ci_lo,
-                    100 * b.same_class_ci_hi,
-                    ".2f",
+                    b.same_class_fraction, b.same_class_ci_lo, b.same_class_ci_hi, ".2f", scale=100
                 ),
                 f"{b.n_pairs_different_class:,}",
                 display.estimate(
@@ -568,7 +565,7 @@ class SemanticResult:
                 "all ranks",
                 *([""] if ranks else []),
                 f"{self.n_pairs:,}",
-                display.number(100 * self.same_class_fraction, ".2f"),
+                display.percent(self.same_class_fraction, 2, symbol=False),
                 f"{self.n_pairs_excluding_same_class:,}",
                 display.number(self.class_similarity_different_class, ".4f"),
             ]
@@ -840,7 +837,7 @@ def _run_params(run: _Run, span: _Span) -> dict[str, Any]:
     return {
         "run": run.name,
         "classes": run.matrix.shape[0],
-        "class_similarity": [None if math.isnan(v) else float(v) for v in flat],
+        "class_similarity": json_value(flat),  # NaN (no class) -> null
         **span.params(),
     }
 
