@@ -68,7 +68,7 @@ import contextlib
 import itertools
 import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from fractions import Fraction
 from typing import TYPE_CHECKING, Any
 
@@ -87,7 +87,7 @@ from hardstat.analysis.stats import (
     t_interval,
 )
 from hardstat.analysis.wordnet import DIAGONAL, MEASURES, similarity_for_classes
-from hardstat.classes import ClassInfo
+from hardstat.classes import ClassInfo, stand_in_note
 from hardstat.display import json_value
 from hardstat.errors import ConfigError, LogError
 
@@ -495,6 +495,9 @@ class SemanticResult:
     p_value_excluding_same_class: float
     p_value_analytic_excluding_same_class: float
     warnings: tuple[str, ...]
+    classes_note: str | None = None
+    """Set when some runs' classes are synthetic stand-ins (:func:`hardstat.classes.
+    stand_in_note`): every output (text, JSON, chart subtitle, report) states it first."""
 
     @property
     def resampling_text(self) -> str:
@@ -595,6 +598,7 @@ class SemanticResult:
         return frame.with_columns(
             pl.lit(self.measure).alias("measure"),
             pl.lit(self.resampling).alias("resampling"),
+            pl.lit(self.classes_note, dtype=pl.String).alias("classes_note"),
             pl.lit(self.same_class_fraction).alias("overall_same_class_fraction"),
             pl.lit(self.class_similarity_different_class).alias(
                 "overall_class_similarity_different_class"
@@ -809,9 +813,12 @@ def semantic(
     runs = _run_class_similarities(con, queue_sizes, measure, class_similarity)
     try:
         name = "given" if class_similarity is not None else measure
-        return _analyse(
+        result = _analyse(
             con, runs, name, bin_spec, bootstrap, permutations, seed, epochs, steps, resampling
         )
+        datasets = logs.query(con, "SELECT run, dataset FROM runs ORDER BY run").to_pylist()
+        note = stand_in_note({r["run"]: r["dataset"] for r in datasets if r["run"] in result.runs})
+        return replace(result, classes_note=note) if note else result
     finally:
         for table in (_LABELS, _SCORES):
             with contextlib.suppress(Exception):  # a name that was not registered
