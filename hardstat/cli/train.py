@@ -44,9 +44,10 @@ def train(
     preset: Annotated[
         Preset,
         typer.Option(
-            help="Starting configuration: tiny (synthetic data, seconds on a "
-            "CPU), demo (the 2,000 real CIFAR-10 images shipped with hardstat, about a minute), "
-            "cifar10-cpu (small ConvNet for 2 CPU cores), cifar10 (the ResNet-18 GPU recipe).",
+            help="Starting configuration: tiny (synthetic shapes, a check of the pipeline), "
+            "demo (the 2,000 real CIFAR-10 images shipped with hardstat), cifar10-cpu (small "
+            "ConvNet for 2 CPU cores), cifar10 (the ResNet-18 GPU recipe). How long each "
+            "takes: see docs/timings.md.",
             rich_help_panel=_RUN,
         ),
     ] = Preset.tiny,
