@@ -42,7 +42,7 @@ def test_demo_trains_analyses_and_reports_offline(
     assert "<h2>Downstream accuracy</h2>" in html and "Synthetic stand-ins" not in html
     linear = duckdb.sql(
         f"SELECT top1 FROM '{run}/evals/*.parquet' WHERE kind = 'linear'"
-    ).fetchone()[0]  # type: ignore[index]
+    ).fetchall()[0][0]
     assert f'<td class="num">{100 * linear:.2f}</td>' in html
     assert "data:image/png;base64," in html and "https://" not in html
     kinds = duckdb.sql(f"SELECT DISTINCT kind FROM '{run}/evals/*.parquet' ORDER BY 1").fetchall()
