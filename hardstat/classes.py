@@ -166,3 +166,30 @@ CIFAR100_CLASSES: tuple[ClassInfo, ...] = (
     ClassInfo(98, "woman", "woman.n.01", "n10787470"),
     ClassInfo(99, "worm", "worm.n.01", "n01922303"),
 )
+
+
+def is_synthetic(spec: str | None) -> bool:
+    """True for a ``synthetic[:N]`` dataset spec (generated shapes, see
+    ``hardstat.train.data.synthetic_images``)."""
+    return spec is not None and spec.strip().lower().split(":", 1)[0] == "synthetic"
+
+
+def stand_in_note(datasets: dict[str, str | None]) -> str | None:
+    """One sentence saying that the classes of the synthetic runs among ``datasets`` (run ->
+    dataset spec) are stand-ins, or None when no run is synthetic.
+
+    ``synthetic:N`` images are generated shapes; their 10 classes carry CIFAR-10's names and
+    synsets only so that every analysis runs on them, so WordNet statistics of these classes
+    describe the borrowed names, not anything the images show.
+    """
+    runs = sorted(r for r, spec in datasets.items() if is_synthetic(spec))
+    if not runs:
+        return None
+    specs = sorted({str(datasets[r]) for r in runs})
+    which = f"run {runs[0]}" if len(runs) == 1 else f"runs {', '.join(runs)}"
+    return (
+        f"Synthetic stand-ins: {which} trained on {' and '.join(specs)}, generated shapes whose "
+        "10 classes borrow CIFAR-10's names and WordNet synsets; class names and WordNet "
+        "statistics here describe those borrowed names, not what the images show (a check of "
+        "the pipeline, not a semantic finding)."
+    )

@@ -292,7 +292,7 @@ def merge_dicts(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
 
 
 PRESETS: dict[str, TrainConfig] = {
-    # Synthetic data, a tiny ConvNet: the whole pipeline in seconds on a CPU (tests, demos).
+    # Synthetic data, a tiny ConvNet: the whole pipeline on a CPU (tests; docs/timings.md).
     "tiny": TrainConfig(
         data=DataConfig(dataset="synthetic:512"),
         model=ModelConfig(backbone="convnet", width=16, dim=32, queue_size=256, bn_splits=4),
@@ -300,7 +300,7 @@ PRESETS: dict[str, TrainConfig] = {
         log=LogConfig(every=2, queries=16),
         eval=EvalConfig(knn_every=1, knn_k=20),
     ),
-    # The real CIFAR-10 sample shipped with hardstat (2,000 images): about a minute on 2 cores.
+    # The real CIFAR-10 sample shipped with hardstat (2,000 images); times: docs/timings.md.
     "demo": TrainConfig(
         data=DataConfig(dataset="demo"),
         model=ModelConfig(backbone="convnet", width=32, dim=128, queue_size=1024, bn_splits=8),

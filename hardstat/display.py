@@ -25,9 +25,17 @@ def missing(x: Any) -> bool:
     return x is None or (isinstance(x, float) and not math.isfinite(x))
 
 
-def p_text(p: float | None, *, permutations: int | None = None, floor: float = P_FLOOR) -> str:
+def p_text(
+    p: float | None,
+    *,
+    permutations: int | None = None,
+    floor: float = P_FLOOR,
+    log10: float | None = None,
+) -> str:
     """``p = 0.012``, ``p = 3.1e-05``, ``p < 1e-16``; for a permutation p (``permutations``
-    given) ``p = 0.001 (1000 permutations)`` and never a value below ``1 / (permutations + 1)``."""
+    given) ``p = 0.001 (1000 permutations)`` and never a value below ``1 / (permutations + 1)``.
+    ``log10``: the p-value's log10 where it was computed beyond double precision; below the
+    floor it is shown too (``p < 1e-16, log10 p = -310``)."""
     if missing(p):
         return "p = n/a"
     assert p is not None
@@ -37,39 +45,63 @@ def p_text(p: float | None, *, permutations: int | None = None, floor: float = P
         shown = max(p, 1.0 / (permutations + 1))
         value = f"p = {shown:.3f}" if shown >= 0.001 else f"p = {shown:.1e}"
         return f"{value} ({permutations:,} permutations)"
+    if log10 is not None and not missing(log10) and log10 < math.log10(floor):
+        return f"p < {floor:.0e}, log10 p = {log10:,.0f}"
     if p < floor:
         return f"p < {floor:.0e}"
     return f"p = {p:.2g}" if p >= 0.001 else f"p = {p:.1e}"
 
 
-def number(x: float | None, fmt: str = ".3f") -> str:
-    """``x`` formatted with ``fmt``, or the dash when missing."""
-    return DASH if missing(x) else format(x, fmt)
+def _scaled(x: float | None, scale: float) -> float | None:
+    return None if missing(x) else x * scale  # type: ignore[operator]
 
 
-def interval(lo: float | None, hi: float | None, fmt: str = ".3f") -> str:
-    """``[lo, hi]``, or the dash when either end is missing."""
-    if missing(lo) or missing(hi):
+def number(x: float | None, fmt: str = ".3f", *, scale: float = 1.0) -> str:
+    """``x * scale`` formatted with ``fmt``, or the dash when missing (``scale=100``: a
+    fraction in percent, or a difference of fractions in percentage points, without the
+    unit, for table cells whose header names it)."""
+    x = _scaled(x, scale)
+    return DASH if x is None else format(x, fmt)
+
+
+def interval(lo: float | None, hi: float | None, fmt: str = ".3f", *, scale: float = 1.0) -> str:
+    """``[lo, hi]`` (each times ``scale``), or the dash when either end is missing."""
+    lo, hi = _scaled(lo, scale), _scaled(hi, scale)
+    if lo is None or hi is None:
         return DASH
     return f"[{format(lo, fmt)}, {format(hi, fmt)}]"
 
 
-def estimate(x: float | None, lo: float | None, hi: float | None, fmt: str = ".3f") -> str:
-    """``x [lo, hi]``: an effect size with its interval."""
+def estimate(
+    x: float | None, lo: float | None, hi: float | None, fmt: str = ".3f", *, scale: float = 1.0
+) -> str:
+    """``x [lo, hi]``: an effect size with its interval (each times ``scale``); the point
+    alone when the interval is missing, the dash when the point is."""
     if missing(x):
         return DASH
-    ci = interval(lo, hi, fmt)
-    return format(x, fmt) if ci == DASH else f"{format(x, fmt)} {ci}"
+    ci = interval(lo, hi, fmt, scale=scale)
+    point = number(x, fmt, scale=scale)
+    return point if ci == DASH else f"{point} {ci}"
 
 
-def percent(x: float | None, digits: int = 1) -> str:
-    """A fraction as a percentage, ``0.4321 -> 43.2%``."""
-    return DASH if x is None or missing(x) else f"{100 * x:.{digits}f}%"
+def percent(x: float | None, digits: int = 1, *, symbol: bool = True) -> str:
+    """A fraction as a percentage, ``0.4321 -> 43.2%`` (``symbol=False``: ``43.2``, for a
+    column whose header says %)."""
+    text = number(x, f".{digits}f", scale=100)
+    return text if text == DASH or not symbol else f"{text}%"
 
 
-def points(x: float | None, digits: int = 2) -> str:
-    """A difference of fractions in signed percentage points, ``0.0048 -> +0.48 pp``."""
-    return DASH if x is None or missing(x) else f"{100 * x:+.{digits}f} pp"
+def points(x: float | None, digits: int = 2, *, unit: bool = True) -> str:
+    """A difference of fractions in signed percentage points, ``0.0048 -> +0.48 pp``
+    (``unit=False``: ``+0.48``)."""
+    text = number(x, f"+.{digits}f", scale=100)
+    return text if text == DASH or not unit else f"{text} pp"
+
+
+def margin_points(x: float | None, digits: int = 2) -> str:
+    """A symmetric margin of fractions in percentage points, ``0.01 -> ±1.00 pp``."""
+    text = number(x, f".{digits}f", scale=100)
+    return text if text == DASH else f"±{text} pp"
 
 
 def json_value(value: Any) -> Any:

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from hardstat import display
 from hardstat.data import DEMO_DIR
 from hardstat.errors import (
     ConfigError,
@@ -38,13 +39,17 @@ from hardstat.errors import (
 if TYPE_CHECKING:
     import duckdb
 
+    from hardstat.analysis.ablation import BandAblation
     from hardstat.analysis.consistency import ConsistencyResult
+    from hardstat.analysis.downstream import Downstream
     from hardstat.analysis.logs import RunInfo
     from hardstat.analysis.semantic import SemanticResult
 
 ALL_BAND = "0-100"
 THUMB_SCALE = 3
 """Thumbnails are upscaled by this factor (32 -> 96 px), nearest neighbour."""
+MAX_EPOCH_TABLE_RUNS = 6
+"""The kNN-per-epoch table is shown for at most this many runs (the chart always)."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -153,29 +158,9 @@ def load_images(spec: str, file: Path | None = None) -> tuple[np.ndarray | None,
 
 
 def esc(value: object) -> str:
-    """HTML-escaped text of a value; None is a dash."""
-    return "—" if value is None else html.escape(str(value))
-
-
-def pct(value: float | None, digits: int = 2) -> str:
-    """A fraction as percent text; None or NaN is a dash."""
-    return "—" if value is None or value != value else f"{100 * value:.{digits}f}"
-
-
-def mean_std(mean: float | None, std: float | None) -> str:
-    """Mean ± std of fractions in percent."""
-    if mean is None or mean != mean:
-        return "—"
-    return pct(mean) if std is None or std != std else f"{pct(mean)} ± {pct(std)}"
-
-
-def p_text(p: float, name: str = "p") -> str:
-    """``"p = 0.012"``, ``"p = 3.10e-05"``, ``"p < 1e-300"`` (a p-value that underflowed to 0)."""
-    if p != p:
-        return f"{name} n/a"
-    if p == 0:
-        return f"{name} < 1e-300"
-    return f"{name} = {p:.2e}" if p < 1e-3 else f"{name} = {p:.3f}"
+    """HTML-escaped text of a value; a missing one (None, NaN) is the dash. Numbers are
+    formatted by :mod:`hardstat.display` before they get here."""
+    return display.DASH if display.missing(value) else html.escape(str(value))
 
 
 def html_table(
@@ -239,10 +224,11 @@ def _note(text: str) -> str:
     return f'<p class="note">{esc(text)}</p>'
 
 
-def _header(infos: Sequence[RunInfo], runs: list[dict[str, Any]], created: str) -> str:
+def _header(infos: Sequence[RunInfo], runs: Sequence[dict[str, Any]], created: str) -> str:
     from hardstat import __version__
+    from hardstat.classes import stand_in_note
 
-    datasets = sorted({str(i.manifest.get("dataset", {}).get("spec", "?")) for i in infos})
+    datasets = sorted({_spec(i) for i in infos})
     ks = sorted({r["queue_size"] for r in runs if r["queue_size"] is not None})
     bands = list(dict.fromkeys(str(canonical_band(r["band"])) for r in runs))
     seeds = sorted({r["seed"] for r in runs if r["seed"] is not None})
@@ -252,9 +238,9 @@ def _header(infos: Sequence[RunInfo], runs: list[dict[str, Any]], created: str) 
     facts = [
         ("runs", str(len(runs))),
         ("dataset", ", ".join(datasets)),
-        ("queue size K", ", ".join(map(str, ks)) or "—"),
+        ("queue size K", ", ".join(map(str, ks)) or display.DASH),
         ("bands", ", ".join(bands)),
-        ("seeds", ", ".join(map(str, seeds)) or "—"),
+        ("seeds", ", ".join(map(str, seeds)) or display.DASH),
         (
             "training processes",
             ", ".join(map(str, sorted({int(r.get("processes") or 1) for r in runs}))),
@@ -282,29 +268,65 @@ def _header(infos: Sequence[RunInfo], runs: list[dict[str, Any]], created: str) 
         ],
         numeric=[False, False, True, True, True, True, False],
     )
+    stand_in = stand_in_note({i.name: _spec(i) for i in infos})
+    note = _note(stand_in) if stand_in else ""
     return (
-        f'<section id="header"><h1>hardstat report</h1><dl class="facts">{dl}</dl>{table}</section>'
+        f'<section id="header"><h1>hardstat report</h1><dl class="facts">{dl}</dl>{note}{table}'
+        "</section>"
     )
 
 
-def _bands_section(con: duckdb.DuckDBPyConnection, n_bands: int) -> str:
-    head = '<section id="bands"><h2>Band ablation: downstream accuracy per band</h2>'
-    if n_bands < 2:
+def _spec(info: RunInfo) -> str:
+    return str((info.manifest.get("dataset") or {}).get("spec", "?"))
+
+
+def _downstream_section(result: Downstream | str, chance: float | None) -> str:
+    head = (
+        '<section id="downstream"><h2>Downstream accuracy</h2>'
+        "<p>Top-1 accuracy on the held-out split: the weighted kNN monitor after each evaluated "
+        "epoch of training (kind <code>knn</code> in the runs' <code>evals</code> table) and "
+        "the linear probe on the frozen encoder (<code>linear</code>, from <code>hardstat eval "
+        "RUN --linear</code>). Several evaluations at one step are averaged. One run is one "
+        "draw: compare bands over seeds in the band ablation below.</p>"
+    )
+    if isinstance(result, str):
+        return head + _note(f"Not available: {result}") + "</section>"
+    if result.empty:
         return (
             head
             + _note(
-                "Omitted: all runs share one band, so there is no ablation to compare "
-                "(give runs that differ in band, e.g. a sweep)."
+                "No evaluation in these runs: the kNN monitor runs during training unless "
+                "eval.knn_every is 0; add a linear probe with: hardstat eval RUN --linear"
             )
             + "</section>"
         )
-    from hardstat.analysis.ablation import band_ablation
+    from hardstat.charts.downstream import downstream_chart
+
+    cols, rows = result.final_rows()
+    parts = [head, html_table(cols, rows, numeric=[False] + [True] * (len(cols) - 1))]
+    parts.append(
+        _chart_img(
+            downstream_chart(result.evals, chance=chance),
+            "kNN monitor top-1 per epoch and linear-probe top-1, per run",
+        )
+    )
+    kcols, krows = result.knn_rows()
+    if 1 < len(kcols) <= 1 + MAX_EPOCH_TABLE_RUNS and krows:
+        parts.append("<h3>kNN monitor per epoch</h3>")
+        parts.append(html_table(kcols, krows, numeric=[False] + [True] * (len(kcols) - 1)))
+    if not result.kind("linear").height:
+        parts.append(_note("No linear probe yet; add one with: hardstat eval RUN --linear"))
+    return "".join(parts) + "</section>"
+
+
+def _bands_section(result: BandAblation | str) -> str:
+    head = '<section id="bands"><h2>Band ablation: downstream accuracy per band</h2>'
+    if isinstance(result, str):  # e.g. runs of different datasets: no ablation to show
+        return head + _note(f"Omitted: {result}") + "</section>"
+    if result.no_contrast is not None and result.bands.height < 2:
+        return head + _note(result.no_contrast) + "</section>"  # the CLI's line, word for word
     from hardstat.charts.bands import bands_chart
 
-    try:
-        result = band_ablation(con)
-    except HardstatError as e:  # e.g. runs of different datasets: no ablation to show
-        return head + _note(f"Omitted: {e}") + "</section>"
     cols, rows = result.band_rows()
     table = html_table(cols, rows, numeric=[False] + [True] * (len(cols) - 1))
     if result.no_contrast is not None:
@@ -335,10 +357,10 @@ def _semantic_section(result: SemanticResult | str, runs: Sequence[str]) -> str:
     )
     if isinstance(result, str):
         return head + _note(f"Not available: {result}") + "</section>"
-    from hardstat import display
     from hardstat.analysis.wordnet import MEASURE_TITLES
     from hardstat.charts.semantic import semantic_chart
 
+    stand_in = _note(result.classes_note) if result.classes_note else ""
     name = MEASURE_TITLES.get(result.measure, result.measure)
     cols, rows = result.contrast_rows()
     effects = html_table(cols, rows, numeric=[False, False, True, True, True])
@@ -366,16 +388,18 @@ def _semantic_section(result: SemanticResult | str, runs: Sequence[str]) -> str:
         semantic_chart(result.bins_frame(), result.trajectory_frame()),
         "same-class fraction and class_similarity by hardness, and per epoch",
     )
-    return head + text + effects + chart + table + rho + notes + "</section>"
+    return head + stand_in + text + effects + chart + table + rho + notes + "</section>"
 
 
 def consistency_rows(r: ConsistencyResult) -> list[tuple[str, str]]:
     """(name, value) rows summarising a consistency result (the CLI's summary, band first)."""
-    band = f"{r.band}: hardest {r.kept} of K = {r.queue_size} (p = {r.kept_fraction:.4f})"
+    kept = display.percent(r.kept_fraction, 2)
+    band = f"{r.band}: hardest {r.kept} of K = {r.queue_size} ({kept} of the queue)"
     return [("band", band), *r.summary_rows()]
 
 
 def _consistency_section(result: ConsistencyResult | str, runs: Sequence[str], band: str) -> str:
+    band = band if isinstance(result, str) else result.band
     head = (
         '<section id="consistency"><h2>Does hardness persist with the image?</h2>'
         f"<p>Runs: {esc(', '.join(runs))}. A key is one view of an image encoded at one step; "
@@ -454,25 +478,41 @@ def _figure(t: Thumb, cls: str = "") -> str:
     return f'<figure class="{cls}">{img}<figcaption>{cap}</figcaption></figure>'
 
 
-def _gallery_section(
+@dataclass(frozen=True)
+class Gallery:
+    """What the gallery shows: each consistently hard negative with the queries it was hardest
+    for, the consistently easy ones, and where the images came from (``source``) or why there
+    are none (``why``)."""
+
+    hard: tuple[tuple[Thumb, tuple[Thumb, ...]], ...]
+    easy: tuple[Thumb, ...]
+    source: str
+    why: str | None
+    min_keys: int
+    fdr: float
+    n_hard: int
+    n_easy: int
+
+
+def collect_gallery(
     con: duckdb.DuckDBPyConnection,
     result: ConsistencyResult | str,
     infos: Sequence[RunInfo],
     thumbnails: int,
     queries_per_negative: int,
     dataset: str | None = None,
-) -> str:
-    head = '<section id="gallery"><h2>Most consistently hard and easy negatives</h2>'
+) -> Gallery | str:
+    """The gallery's thumbnails from a consistency result (or why there is no gallery)."""
     if isinstance(result, str):
-        return head + _note("Not available: the consistency test did not run.") + "</section>"
+        return "the consistency test did not run."
     if thumbnails == 0:
-        return head + _note("Omitted: --thumbnails 0.") + "</section>"
+        return "--thumbnails 0."
     hard = [int(i) for i in result.hard_ids[:thumbnails]]
     easy = [int(i) for i in result.easy_ids[:thumbnails]]
     queries = hardest_queries(con, hard, queries_per_negative)
     ids = hard + easy + [q for qs in queries.values() for q, _ in qs]
     names = class_names(con, ids)
-    specs = list(dict.fromkeys(str(i.manifest.get("dataset", {}).get("spec", "")) for i in infos))
+    specs = list(dict.fromkeys(_spec(i) for i in infos))
     source = ""
     if len(specs) == 1 or dataset is not None:
         file, source = image_file(specs[0], [i.path for i in infos], dataset)
@@ -480,44 +520,66 @@ def _gallery_section(
     else:
         images, why = None, "runs use several datasets (name one with --dataset)"
     per = {row["neg_id"]: row for row in result.per_negative.to_dicts()}
-    parts = [head]
-    if why:
-        parts.append(_note(f"Ids and classes only: {why}."))
-    else:
-        parts.append(f"<p>{esc(source)}</p>")
-    parts.append(
-        "<p>Negatives called consistently hard or easy from at least "
-        f"{result.min_keys} keys each (Stouffer z across keys, BH FDR {result.fdr:g}), ranked "
-        "by their persistent effect: an empirical-Bayes estimate of how much harder (+) or "
-        "easier (−) than its class and key age predict the image is, in percentile points.</p>"
-    )
 
     def caption(n: int) -> str:
         row = per.get(n)
         if row is None:
             return ""
-        return f"{row['effect']:+.1f} pp, {row['n_keys']} keys, z {row['z']:+.1f}"
+        effect, z = display.number(row["effect"], "+.1f"), display.number(row["z"], "+.1f")
+        return f"{effect} pp, {row['n_keys']} keys, z {z}"
 
-    parts.append(f"<h3>Consistently hard ({result.n_consistently_hard:,} in all)</h3>")
-    if not hard:
+    return Gallery(
+        hard=tuple(
+            (
+                _thumb(n, names, images, caption(n)),
+                tuple(_thumb(q, names, images, f"rank {r}") for q, r in queries.get(n, [])),
+            )
+            for n in hard
+        ),
+        easy=tuple(_thumb(n, names, images, caption(n)) for n in easy),
+        source=source,
+        why=why,
+        min_keys=result.min_keys,
+        fdr=result.fdr,
+        n_hard=result.n_consistently_hard,
+        n_easy=result.n_consistently_easy,
+    )
+
+
+def _gallery_section(gallery: Gallery | str) -> str:
+    head = '<section id="gallery"><h2>Most consistently hard and easy negatives</h2>'
+    if isinstance(gallery, str):
+        what = "Omitted" if gallery.startswith("--") else "Not available"
+        return head + _note(f"{what}: {gallery}") + "</section>"
+    parts = [head]
+    if gallery.why:
+        parts.append(_note(f"Ids and classes only: {gallery.why}."))
+    else:
+        parts.append(f"<p>{esc(gallery.source)}</p>")
+    parts.append(
+        "<p>Negatives called consistently hard or easy from at least "
+        f"{gallery.min_keys} keys each (Stouffer z across keys, BH FDR {gallery.fdr:g}), ranked "
+        "by their persistent effect: an empirical-Bayes estimate of how much harder (+) or "
+        "easier (−) than its class and key age predict the image is, in percentile points.</p>"
+    )
+    parts.append(f"<h3>Consistently hard ({gallery.n_hard:,} in all)</h3>")
+    if not gallery.hard:
         parts.append(_note("No negative is consistently hard at this FDR."))
     rows = []
-    for n in hard:
-        qs = "".join(
-            _figure(_thumb(q, names, images, f"rank {r}"), "query") for q, r in queries.get(n, [])
-        )
+    for neg, queries in gallery.hard:
+        qs = "".join(_figure(q, "query") for q in queries)
         rows.append(
             '<div class="hardrow">'
-            + _figure(_thumb(n, names, images, caption(n)), "neg hard")
+            + _figure(neg, "neg hard")
             + f'<div class="arrow">hardest for<br>→</div><div class="queries">{qs}</div></div>'
         )
     if rows:
         parts.append(f'<div class="hardrows">{"".join(rows)}</div>')
-    parts.append(f"<h3>Consistently easy ({result.n_consistently_easy:,} in all)</h3>")
-    if not easy:
+    parts.append(f"<h3>Consistently easy ({gallery.n_easy:,} in all)</h3>")
+    if not gallery.easy:
         parts.append(_note("No negative is consistently easy at this FDR."))
     else:
-        figs = "".join(_figure(_thumb(n, names, images, caption(n)), "neg easy") for n in easy)
+        figs = "".join(_figure(t, "neg easy") for t in gallery.easy)
         parts.append(f'<div class="grid">{figs}</div>')
     return "".join(parts) + "</section>"
 
@@ -565,6 +627,182 @@ def _check_target(out: Path) -> None:
         )
 
 
+def check_options(
+    *,
+    band: str = "0-5",
+    measure: str = "wup",
+    thumbnails: int = 12,
+    queries_per_negative: int = 4,
+    bootstrap: int = 1000,
+    permutations: int = 1000,
+) -> None:
+    """Raise ConfigError for an option the report cannot use (before any analysis runs): the
+    analyses' own checks, so a bad value reads the same here as in ``hardstat analyze``."""
+    from hardstat.analysis.consistency import check_options as check_consistency
+    from hardstat.analysis.semantic import check_options as check_semantic
+
+    if thumbnails < 0 or queries_per_negative < 0:
+        raise ConfigError("use 0 or more thumbnails and queries per negative")
+    check_semantic(measure, bootstrap, permutations)
+    check_consistency(band=band)
+
+
+@dataclass(frozen=True)
+class ReportData:
+    """Everything the report shows, collected before any HTML is written (:func:`collect`);
+    :func:`render` turns it into the page. Each analysis is its result or, where it could not
+    run on these logs, the one-line reason."""
+
+    infos: tuple[RunInfo, ...]
+    runs: tuple[dict[str, Any], ...]
+    created: str
+    chosen: tuple[str, ...]
+    band: str
+    downstream: Downstream | str
+    bands: BandAblation | str
+    semantic: SemanticResult | str
+    consistency: ConsistencyResult | str
+    gallery: Gallery | str
+    chance: float | None = None
+
+
+def collect(
+    run_specs: Sequence[str | Path],
+    *,
+    band: str = "0-5",
+    measure: str = "wup",
+    thumbnails: int = 12,
+    queries_per_negative: int = 4,
+    bootstrap: int = 1000,
+    permutations: int = 1000,
+    seed: int = 0,
+    progress: Callable[[str], None] | None = None,
+    dataset: str | None = None,
+    semantic: SemanticResult | str | None = None,
+    consistency: ConsistencyResult | str | None = None,
+) -> ReportData:
+    """Run every analysis the report shows on the runs (see :func:`build_report`) and return
+    the results. ``semantic`` and ``consistency``, when given, are used as they are instead of
+    being computed again (e.g. by ``hardstat demo``, which saved them already): results of the
+    report's all-negatives runs (a ConfigError otherwise), or the reason the analysis could not
+    run. A damaged log file raises :class:`~hardstat.errors.CorruptLogError`."""
+    from hardstat.analysis import logs
+    from hardstat.analysis.ablation import band_ablation
+    from hardstat.analysis.consistency import consistency as run_consistency
+    from hardstat.analysis.downstream import downstream
+    from hardstat.analysis.semantic import semantic as run_semantic
+
+    check_options(
+        band=band,
+        measure=measure,
+        thumbnails=thumbnails,
+        queries_per_negative=queries_per_negative,
+        bootstrap=bootstrap,
+        permutations=permutations,
+    )
+    say = progress or (lambda _msg: None)
+    infos = logs.find_runs(run_specs)
+    con = logs.connect(infos)
+    try:
+        runs = logs.query(
+            con,
+            "SELECT run, band, band_kept, queue_size, seed, status, epochs_done, steps_done, "
+            "processes "
+            "FROM runs ORDER BY run",
+        ).to_pylist()
+        created = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+        say("downstream accuracy ...")
+        down: Downstream | str = _attempt(lambda: downstream(con))
+        say("band ablation ...")
+        bands: BandAblation | str = _attempt(lambda: band_ablation(con), HardstatError)
+    finally:
+        con.close()
+
+    chosen = choose_runs({r["run"]: r["band"] for r in runs})
+    for name, given in (("semantic", semantic), ("consistency", consistency)):
+        if given is not None and not isinstance(given, str) and sorted(given.runs) != chosen:
+            raise ConfigError(
+                f"the {name} result given is of runs {', '.join(given.runs)}, but the report's "
+                f"all-negatives runs are {', '.join(chosen)}; leave it out to compute it"
+            )
+    chosen_infos = [i for i in infos if i.name in chosen]
+    sub = logs.connect(chosen_infos)
+    try:
+        sem = semantic
+        if sem is None:
+            say(f"semantic analysis on {', '.join(chosen)} ...")
+            sem = _attempt(
+                lambda: run_semantic(
+                    sub, measure=measure, bootstrap=bootstrap, permutations=permutations, seed=seed
+                ),
+                LogError,
+                WordNetError,  # no labels, or no WordNet for these classes
+            )
+        cons = consistency
+        if cons is None:
+            say(f"consistency test (band {band}) ...")
+            cons = _attempt(
+                lambda: run_consistency(
+                    sub, band=band, seed=seed, permutations=permutations, progress=say
+                ),
+                LogError,  # e.g. no logged pairs, or one epoch: no image has two keys
+            )
+        say("gallery ...")
+        gallery = collect_gallery(
+            sub, cons, chosen_infos, thumbnails, queries_per_negative, dataset
+        )
+    finally:
+        sub.close()
+    classes = {(i.manifest.get("dataset") or {}).get("num_classes") for i in infos}
+    (n_classes,) = classes if len(classes) == 1 else (None,)
+    return ReportData(
+        infos=tuple(infos),
+        runs=tuple(runs),
+        created=created,
+        chosen=tuple(chosen),
+        band=band,
+        downstream=down,
+        bands=bands,
+        semantic=sem,
+        consistency=cons,
+        gallery=gallery,
+        chance=1 / n_classes if isinstance(n_classes, int) and n_classes > 1 else None,
+    )
+
+
+def _attempt(compute: Callable[[], Any], *expected: type[Exception]) -> Any:
+    """``compute()``, or the one-line reason when it raises one of ``expected`` (LogError by
+    default); a damaged log file always propagates."""
+    caught = expected or (LogError,)
+    try:
+        return compute()
+    except caught as e:
+        if isinstance(e, CorruptLogError):
+            raise
+        return str(e)
+
+
+def render(data: ReportData) -> str:
+    """The report page (HTML) of collected results; no analysis runs here."""
+    sections = [
+        _header(data.infos, data.runs, data.created),
+        _downstream_section(data.downstream, data.chance),
+        _bands_section(data.bands),
+        _semantic_section(data.semantic, data.chosen),
+        _consistency_section(data.consistency, data.chosen, data.band),
+        _gallery_section(data.gallery),
+    ]
+    title = f"hardstat report: {', '.join(r['run'] for r in data.runs)}"
+    return (
+        '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
+        f"<title>{esc(title)}</title><style>{_CSS}</style></head><body>"
+        + "".join(sections)
+        + '<footer><p class="small">Following Cai et al. 2020, "Are all negatives created '
+        'equal in contrastive instance discrimination?" (arXiv 2010.06682). Rank 1 = most '
+        "similar = hardest.</p></footer></body></html>\n"
+    )
+
+
 def build_report(
     run_specs: Sequence[str | Path],
     *,
@@ -578,6 +816,8 @@ def build_report(
     seed: int = 0,
     progress: Callable[[str], None] | None = None,
     dataset: str | None = None,
+    semantic: SemanticResult | str | None = None,
+    consistency: ConsistencyResult | str | None = None,
 ) -> Path:
     """Write the HTML report of the runs (run directories, sweeps or globs) to ``out``.
 
@@ -587,80 +827,37 @@ def build_report(
     and ``permutations`` are passed to the analyses (0 skips them). A section whose analysis
     cannot run on these logs says why instead; a damaged log file stops the report (a
     :class:`~hardstat.errors.CorruptLogError`). ``dataset`` names where gallery images come from
-    (:func:`image_file`). The file is written atomically. Returns the path written.
+    (:func:`image_file`). ``semantic`` and ``consistency``: results computed already, used
+    instead of computing them again (:func:`collect`). The file is written atomically. Returns
+    the path written.
     """
-    from hardstat.analysis import logs
-    from hardstat.analysis.consistency import check_options as check_consistency
-    from hardstat.analysis.consistency import consistency
-    from hardstat.analysis.semantic import check_options as check_semantic
-    from hardstat.analysis.semantic import semantic
-
     out = Path(out)
     if out.suffix.lower() != ".html":
         raise ConfigError(f"cannot write the report to {out.name}: use a file ending in .html")
-    if thumbnails < 0 or queries_per_negative < 0:
-        raise ConfigError("use 0 or more thumbnails and queries per negative")
-    check_semantic(measure, bootstrap, permutations)  # the checks of the analyses themselves
-    check_consistency(band=band)
-    _check_target(out)
-    say = progress or (lambda _msg: None)
-    infos = logs.find_runs(run_specs)
-    con = logs.connect(infos)
-    try:
-        runs = logs.query(
-            con,
-            "SELECT run, band, band_kept, queue_size, seed, status, epochs_done, steps_done, "
-            "processes "
-            "FROM runs ORDER BY run",
-        ).to_pylist()
-        n_bands = len({canonical_band(r["band"]) for r in runs})
-        created = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
-        sections = [_header(infos, runs, created)]
-        say("band ablation ...")
-        sections.append(_bands_section(con, n_bands))
-    finally:
-        con.close()
-
-    chosen = choose_runs({r["run"]: r["band"] for r in runs})
-    chosen_infos = [i for i in infos if i.name in chosen]
-    sub = logs.connect(chosen_infos)
-    try:
-        say(f"semantic analysis on {', '.join(chosen)} ...")
-        sem: SemanticResult | str
-        try:
-            sem = semantic(
-                sub, measure=measure, bootstrap=bootstrap, permutations=permutations, seed=seed
-            )
-        except (LogError, WordNetError) as e:  # no labels, or no WordNet for these classes
-            if isinstance(e, CorruptLogError):
-                raise
-            sem = str(e)
-        sections.append(_semantic_section(sem, chosen))
-        say(f"consistency test (band {band}) ...")
-        cons: ConsistencyResult | str
-        try:
-            cons = consistency(sub, band=band, seed=seed, permutations=permutations, progress=say)
-        except LogError as e:  # e.g. no logged pairs
-            if isinstance(e, CorruptLogError):
-                raise
-            cons = str(e)
-        sections.append(_consistency_section(cons, chosen, band))
-        say("gallery ...")
-        sections.append(
-            _gallery_section(sub, cons, chosen_infos, thumbnails, queries_per_negative, dataset)
-        )
-    finally:
-        sub.close()
-
-    title = f"hardstat report: {', '.join(r['run'] for r in runs)}"
-    page = (
-        '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
-        f"<title>{esc(title)}</title><style>{_CSS}</style></head><body>"
-        + "".join(sections)
-        + '<footer><p class="small">Following Cai et al. 2020, "Are all negatives created '
-        'equal in contrastive instance discrimination?" (arXiv 2010.06682). Rank 1 = most '
-        "similar = hardest.</p></footer></body></html>\n"
+    check_options(
+        band=band,
+        measure=measure,
+        thumbnails=thumbnails,
+        queries_per_negative=queries_per_negative,
+        bootstrap=bootstrap,
+        permutations=permutations,
     )
+    _check_target(out)
+    data = collect(
+        run_specs,
+        band=band,
+        measure=measure,
+        thumbnails=thumbnails,
+        queries_per_negative=queries_per_negative,
+        bootstrap=bootstrap,
+        permutations=permutations,
+        seed=seed,
+        progress=progress,
+        dataset=dataset,
+        semantic=semantic,
+        consistency=consistency,
+    )
+    page = render(data)
     from hardstat.runs import write_bytes_atomic, write_failed
 
     try:

@@ -27,8 +27,10 @@ def write_run(
     evals: list[dict[str, Any]] | None = None,
     classes=CIFAR10_CLASSES,  # type: ignore[no-untyped-def]
     status: str = "finished",
+    dataset: str = "synthetic",
 ) -> Path:
-    """A complete run directory: manifest plus the tables given.
+    """A complete run directory: manifest plus the tables given (``dataset``: the manifest's
+    dataset spec).
 
     ``pairs`` maps step, query_id, neg_id, rank, similarity, in_band (and optionally epoch and
     key_step) to 1-D arrays of equal length. ``labels`` gives the label of every train sample_id
@@ -43,7 +45,7 @@ def write_run(
             "model": {"backbone": "convnet", "queue_size": queue_size},
             "optim": {"batch_size": 64, "epochs": 1},
         },
-        dataset={"spec": "synthetic", "name": "synthetic", "num_classes": len(classes)},
+        dataset={"spec": dataset, "name": dataset.split(":")[0], "num_classes": len(classes)},
         queue_size=queue_size,
         band=b.spec,
         band_kept=b.kept_count(queue_size),

@@ -37,6 +37,27 @@ def test_numbers_intervals_and_dashes() -> None:
     assert display.percent(0.4321) == "43.2%"
     assert display.points(0.0048) == "+0.48 pp"
     assert display.points(-0.01, 1) == "-1.0 pp"
+    assert display.points(-0.25, unit=False) == "-25.00" and display.points(None) == display.DASH
+    assert display.percent(0.05, 3, symbol=False) == "5.000"
+    assert display.percent(math.nan, symbol=False) == display.DASH
+    assert display.margin_points(0.01) == "±1.00 pp"
+
+
+def test_scaled_numbers_intervals_and_estimates() -> None:
+    # fractions shown in percent (or percentage points) without the unit, for table cells
+    assert display.number(0.1234, ".2f", scale=100) == "12.34"
+    assert display.number(None, ".2f", scale=100) == display.DASH
+    assert display.interval(-0.01, 0.02, "+.2f", scale=100) == "[-1.00, +2.00]"
+    assert display.estimate(0.005, -0.01, 0.02, "+.2f", scale=100) == "+0.50 [-1.00, +2.00]"
+    assert display.estimate(0.005, None, None, "+.2f", scale=100) == "+0.50"
+    assert display.estimate(math.nan, 0.0, 1.0, scale=100) == display.DASH
+
+
+def test_p_text_with_a_log10_beyond_double_precision() -> None:
+    assert display.p_text(0.0, log10=-310.4) == "p < 1e-16, log10 p = -310"
+    assert display.p_text(0.0, log10=-2500.0) == "p < 1e-16, log10 p = -2,500"
+    assert display.p_text(0.02, log10=math.log10(0.02)) == "p = 0.02"
+    assert display.p_text(0.0, log10=math.nan) == "p < 1e-16"
 
 
 def test_json_value() -> None:

@@ -15,6 +15,7 @@ from runlogs import write_run
 
 from hardstat import schema
 from hardstat.analysis import logs
+from hardstat.analysis.ablation import band_ablation
 from hardstat.classes import CIFAR10_CLASSES
 from hardstat.errors import ConfigError
 from hardstat.report import (
@@ -22,11 +23,11 @@ from hardstat.report import (
     canonical_band,
     choose_runs,
     encode_png,
+    esc,
     hardest_queries,
     html_table,
     load_images,
     npz_train_file,
-    p_text,
     upscale,
 )
 
@@ -90,8 +91,7 @@ def test_text_helpers_escape_and_format() -> None:
     t = html_table(["a<b"], [["<script>&"]], numeric=[True])
     assert "&lt;script&gt;&amp;" in t and "a&lt;b" in t and 'class="num"' in t
     assert "<script>" not in t
-    assert p_text(0.0) == "p < 1e-300" and p_text(0.5) == "p = 0.500"
-    assert p_text(2e-5, "analytic p") == "analytic p = 2.00e-05"
+    assert esc(None) == esc(float("nan")) == "—" and esc("a<b") == "a&lt;b"
     assert canonical_band("0-100") == "0-100" and canonical_band("random:5") == "random:5"
     assert choose_runs({"a": "0-5", "b": "0-100", "c": "random:5"}) == ["b"]
     assert choose_runs({"a": "0-5", "c": "random:5"}) == ["a", "c"]
@@ -218,13 +218,34 @@ def test_band_table_values(page: str) -> None:
 
 
 def test_band_section_omits_an_ablation_it_cannot_make(tmp_path: Path) -> None:
-    from hardstat.report import _bands_section
+    from hardstat.report import _bands_section, collect
 
     write_run(tmp_path, "a-s0", queue_size=QUEUE, evals=[ev("knn", 24, 0.5)])
     write_run(tmp_path, "b-s0", queue_size=2 * QUEUE, band="0-5", evals=[ev("knn", 24, 0.5)])
-    con = logs.connect(logs.find_runs([tmp_path]))
-    html = _bands_section(con, 2)
+    data = collect([tmp_path], thumbnails=0, bootstrap=0, permutations=0)
+    assert isinstance(data.bands, str) and data.bands.startswith("the runs mix queue sizes")
+    html = _bands_section(data.bands)
     assert "Omitted: the runs mix queue sizes" in html and "<table>" not in html
+
+
+def test_downstream_accuracy_section(page: str) -> None:
+    # the kNN monitor and the linear probe of the evals table, per run, in % (issue #12, 2)
+    down = section(page, "downstream")
+    assert "<h2>Downstream accuracy</h2>" in down
+    table = re.search(r"<tbody>(.*?)</tbody>", down).group(1)  # type: ignore[union-attr]
+    rows = [re.findall(r"<td[^>]*>(.*?)</td>", r) for r in re.findall(r"<tr>(.*?)</tr>", table)]
+    # run, final kNN, at epoch, best kNN, at epoch, linear top-1, linear top-5
+    assert rows == [
+        ["all&lt;s0&gt;", "75.00", "0", "75.00", "0", "87.50", "—"],
+        ["hard-s0", "50.00", "0", "50.00", "0", "—", "—"],
+    ]
+    assert '<img class="chart"' in down and "kNN monitor per epoch" in down
+    order = [m.group(1) for m in re.finditer(r'<section id="(\w+)">', page)]
+    assert order == ["header", "downstream", "bands", "semantic", "consistency", "gallery"]
+
+
+def test_npz_runs_carry_no_stand_in_note(page: str) -> None:
+    assert "Synthetic stand-ins" not in page
 
 
 def test_semantic_and_consistency_on_the_all_negatives_run(page: str) -> None:
@@ -304,7 +325,19 @@ def test_single_run_without_images(tmp_path: Path) -> None:
         [run], out=tmp_path / "solo.html", band="0-10", thumbnails=2, bootstrap=0, permutations=0
     )
     page = out.read_text()
-    assert "Omitted: all runs share one band" in section(page, "bands")
+    # one run, one band: the line analyze bands prints, word for word (issue #12, 4)
+    con = logs.connect(logs.find_runs([run]))
+    line = band_ablation(con).no_contrast
+    con.close()
+    assert line is not None and line.startswith("no contrast: every run has band 0-100")
+    assert section(page, "bands") == (
+        "<h2>Band ablation: downstream accuracy per band</h2>" + f'<p class="note">{esc(line)}</p>'
+    )
+    # a synthetic run: the header and the semantic section say its classes are stand-ins
+    stand_in = "Synthetic stand-ins: run solo trained on synthetic, generated shapes"
+    assert stand_in in section(page, "header") and stand_in in section(page, "semantic")
+    # no evaluation at all: the downstream section says how to get one
+    assert "No evaluation in these runs" in section(page, "downstream")
     gallery = section(page, "gallery")
     assert "Ids and classes only: images are shown only for npz: datasets" in gallery
     assert "data:image/png" not in gallery and gallery.count('class="noimg"') >= 4
@@ -340,3 +373,37 @@ def test_image_file_reads_only_named_datasets_the_demo_or_the_run(tmp_path: Path
     assert image_file(f"npz:{run}/../run/x.npz", [run])[0] == run / ".." / "run" / "x.npz"
     assert image_file(f"npz:{run}/../other/x.npz", [run])[0] is None
     assert image_file("synthetic", [run])[0] is None
+
+
+def test_precomputed_results_are_used_not_computed_again(
+    sweep: tuple[Path, dict[str, np.ndarray]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Collect, then render: the demo hands the report the results it computed already."""
+    from hardstat.analysis import consistency as C
+    from hardstat.analysis import semantic as S
+
+    con = logs.connect(logs.find_runs([sweep[0] / "all<s0>"]))
+    try:
+        sem = S.semantic(con, bootstrap=0, permutations=0)
+    finally:
+        con.close()
+
+    def refuse(*_a: object, **_k: object) -> None:
+        raise AssertionError("computed again")
+
+    monkeypatch.setattr(S, "semantic", refuse)
+    monkeypatch.setattr(C, "consistency", refuse)
+    out = build_report(
+        [sweep[0]],
+        out=tmp_path / "pre.html",
+        thumbnails=1,
+        semantic=sem,
+        consistency="no image has two keys yet",
+    )
+    page = out.read_text()
+    assert f"{sem.n_pairs:,} pairs" in section(page, "semantic")
+    assert "Not available: no image has two keys yet" in section(page, "consistency")
+    assert "Not available: the consistency test did not run." in section(page, "gallery")
+    other = write_run(tmp_path / "x", "other", queue_size=QUEUE, pairs=planted_pairs(2))
+    with pytest.raises(ConfigError, match="the semantic result given is of runs all<s0>"):
+        build_report([other], out=tmp_path / "o.html", semantic=sem, consistency="n/a")

@@ -17,7 +17,10 @@ numbers from the runs' ``evals`` table and compares every band with a reference 
 - Per band: the realized kept fraction (negatives kept / removed out of K) and the mean of each
   metric over the band's runs (description only: no standard deviation is shown as an interval).
 
-Runs of different datasets (or subsets) or queue sizes are never pooled: a one-line error.
+Runs of different datasets (or subsets, or image sizes) or queue sizes are never pooled: a
+one-line error naming them; runs that record no dataset are noted. One band (one run, or runs
+of a single band) has no contrast: :attr:`BandAblation.no_contrast` says so in one line, which
+the CLI and the report both show.
 Bands are ordered the reference first, then by kept fraction (largest first), each random
 control right after the rank band whose count it matches (``random:5`` after ``0-5``,
 ``random=5-100`` after ``5-100``). No torch.
@@ -46,6 +49,10 @@ MARGIN = 0.01
 """Default equivalence margin: 1 percentage point of top-1 accuracy (as a fraction)."""
 ALPHA = 0.05
 """Family-wise error rate of the verdicts of one table."""
+
+UNNAMED_DATASETS = ("custom",)
+"""Dataset specs that name no dataset (``Recorder.create``'s default): runs that record one
+cannot be checked to share a dataset, so the ablation notes it."""
 
 METRICS = {"linear": "linear_top1", "knn": "knn_top1"}
 """Metric name -> per-run column."""
@@ -176,15 +183,20 @@ class BandAblation:
         if self.contrasts.height:
             return None
         bands = self.bands["band"].to_list()
+        if len(bands) == 1:  # one band (one run or several): nothing to compare it with
+            runs = self.runs["run"].to_list()
+            which = f"the one run, {runs[0]}" if len(runs) == 1 else f"all {len(runs)} runs"
+            return (
+                f"no contrast: every run has band {bands[0]} ({which}); a band ablation "
+                "compares runs that differ in band, paired by seed: give runs of other bands "
+                "(e.g. a sweep)"
+            )
         if not self.has_reference:
             return (
                 f"no contrast: no run has the reference band {self.reference} "
                 f"(bands here: {', '.join(bands)}); choose one with --reference"
             )
-        return (
-            f"no contrast: every run has band {self.reference}; give runs of other bands "
-            "(e.g. a sweep) to compare"
-        )
+        return f"no contrast: no band but {self.reference} has a run with a value"
 
     def rule(self) -> str:
         """The verdict rule with this table's margin, alpha and number of tested contrasts."""
@@ -192,7 +204,7 @@ class BandAblation:
         return (
             f"verdicts (p-values Holm-adjusted over the {tested} contrast"
             f"{'s' if tested != 1 else ''} with 2+ paired seeds; alpha {self.alpha:g}; margin "
-            f"±{100 * self.margin:.2f} pp; unit: seed): {RULE}"
+            f"{display.margin_points(self.margin)}; unit: seed): {RULE}"
         )
 
     def contrast_rows(self) -> tuple[list[str], list[list[str]]]:
@@ -211,7 +223,9 @@ class BandAblation:
             "verdict",
         ]
         per_seed = {
-            band: ", ".join(f"s{s} {100 * d:+.2f}" for s, d in zip(seeds, diffs, strict=True))
+            band: ", ".join(
+                f"s{s} {display.points(d, unit=False)}" for s, d in zip(seeds, diffs, strict=True)
+            )
             for band, seeds, diffs in self.pairs.group_by("band", maintain_order=True)
             .agg("seed", "diff")
             .iter_rows()
@@ -225,10 +239,8 @@ class BandAblation:
                     _removed(c["removed"], c["queue_size"]),
                     str(c["n_seeds"]),
                     per_seed.get(c["band"], display.DASH),
-                    display.estimate(
-                        _pp(c["mean_diff"]), _pp(c["ci95_lo"]), _pp(c["ci95_hi"]), "+.2f"
-                    ),
-                    display.interval(_pp(c["ci90_lo"]), _pp(c["ci90_hi"]), "+.2f"),
+                    display.estimate(c["mean_diff"], c["ci95_lo"], c["ci95_hi"], "+.2f", scale=100),
+                    display.interval(c["ci90_lo"], c["ci90_hi"], "+.2f", scale=100),
                     _p(c["p_holm"]),
                     _p(c["tost_p_holm"]),
                     c["verdict"],
@@ -248,13 +260,13 @@ class BandAblation:
             row = [
                 str(b["band"]),
                 _kept(b["kept"], b["queue_size"]),
-                display.percent(b["kept_fraction"], 3).rstrip("%"),
+                display.percent(b["kept_fraction"], 3, symbol=False),
                 str(b["n_runs"]),
                 str(b["n_knn"]),
-                display.number(_pp(b["knn_top1_mean"]), ".2f"),
+                display.percent(b["knn_top1_mean"], 2, symbol=False),
             ]
             if linear:
-                row += [str(b["n_linear"]), display.number(_pp(b["linear_top1_mean"]), ".2f")]
+                row += [str(b["n_linear"]), display.percent(b["linear_top1_mean"], 2, symbol=False)]
             rows.append(row)
         return cols, rows
 
@@ -337,6 +349,7 @@ def band_ablation(
     runs = runs.with_columns(
         pl.col("band").map_elements(_canonical, return_dtype=pl.String),
         pl.col("config").str.json_path_match("$.data.subset").alias("subset"),
+        pl.col("config").str.json_path_match("$.data.image_size").alias("image_size"),
     )
     _refuse_pooling(runs)
 
@@ -349,6 +362,15 @@ def band_ablation(
         )
     metric = _choose_metric(runs, metric)
     notes: list[str] = []
+    unnamed = runs.filter(
+        pl.col("dataset").is_null() | pl.col("dataset").is_in(list(UNNAMED_DATASETS))
+    )["run"].to_list()
+    if unnamed and runs.height > 1:
+        notes.append(
+            f"no dataset recorded (spec {' or '.join(map(repr, UNNAMED_DATASETS))} or none) for "
+            f"{', '.join(unnamed)}: hardstat cannot check that the runs trained on one dataset, "
+            "which a band ablation needs (name it: Recorder.create(dataset=...))"
+        )
     if metric == "knn" and runs["linear_top1"].is_not_null().any():
         lacking = runs.filter(pl.col("linear_top1").is_null())["run"].to_list()
         notes.append(
@@ -526,13 +548,16 @@ def _choose_metric(runs: pl.DataFrame, metric: str | None) -> str:
 
 
 def _refuse_pooling(runs: pl.DataFrame) -> None:
-    """Runs of different datasets, subsets or queue sizes are different experiments."""
-    for what, cols in (("datasets", ["dataset", "subset"]), ("queue sizes", ["queue_size"])):
+    """Runs of different datasets (subsets, image sizes) or queue sizes are different
+    experiments: a one-line LogError naming each dataset (or K) with its runs."""
+    data = ["dataset", "subset", "image_size"]
+    for what, cols in (("datasets", data), ("queue sizes", ["queue_size"])):
         groups = runs.group_by(cols, maintain_order=True).agg("run")
         if groups.height > 1:
             parts = []
             for row in groups.iter_rows(named=True):
-                key = " subset ".join(str(row[c]) for c in cols if row[c] is not None)
+                words = {"dataset": "", "subset": "subset ", "image_size": "image size "}
+                key = " ".join(f"{words.get(c, '')}{row[c]}" for c in cols if row[c] is not None)
                 names = ", ".join(row["run"][:3]) + (", ..." if len(row["run"]) > 3 else "")
                 parts.append(f"{key or 'unknown'} ({names})")
             raise LogError(
@@ -633,11 +658,6 @@ def _warnings(runs: pl.DataFrame, reference: str, column: str) -> list[str]:
     if reference not in runs["band"].to_list():
         notes.append(f"no {reference} run: no contrasts")
     return notes
-
-
-def _pp(x: float | None) -> float | None:
-    """A fraction in percent (or percentage points for a difference); missing stays missing."""
-    return None if display.missing(x) else 100 * x  # type: ignore[operator]
 
 
 def _p(p: float | None) -> str:

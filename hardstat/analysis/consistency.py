@@ -581,7 +581,7 @@ class ConsistencyResult:
             (
                 "diagnostics",
                 f"dispersion ratio {d.dispersion_ratio:.3f} vs exchangeable ranks "
-                f"({_log10_p_text(d.dispersion_p, d.dispersion_log10_p)}; Tarone Z "
+                f"({display.p_text(d.dispersion_p, log10=d.dispersion_log10_p)}; Tarone Z "
                 f"{d.tarone_z:,.1f}); {d.n_hub_keys_hard:,} hard and {d.n_hub_keys_easy:,} easy "
                 "per-key hubs. Any structure, not evidence of C6",
             )
@@ -697,12 +697,6 @@ class ConsistencyResult:
             "notes": list(self.notes),
         }
         return display.json_value(out)
-
-
-def _log10_p_text(p: float, log10_p: float) -> str:
-    if math.isfinite(log10_p) and log10_p < math.log10(display.P_FLOOR):
-        return f"p < {display.P_FLOOR:.0e}, log10 p = {log10_p:,.0f}"
-    return display.p_text(p)
 
 
 def _id_list(ids: tuple[int, ...], limit: int = 10) -> str:

@@ -68,7 +68,7 @@ import contextlib
 import itertools
 import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from fractions import Fraction
 from typing import TYPE_CHECKING, Any
 
@@ -87,7 +87,7 @@ from hardstat.analysis.stats import (
     t_interval,
 )
 from hardstat.analysis.wordnet import DIAGONAL, MEASURES, similarity_for_classes
-from hardstat.classes import ClassInfo
+from hardstat.classes import ClassInfo, stand_in_note
 from hardstat.display import json_value
 from hardstat.errors import ConfigError, LogError
 
@@ -453,7 +453,7 @@ def contrast_text(kind: str, estimate: float, lo: float, hi: float) -> str:
     """A contrast with its interval: percentage points for fractions (``kind`` same_class),
     else class_similarity units."""
     if kind == "same_class":
-        text = display.estimate(100 * estimate, 100 * lo, 100 * hi, "+.2f")
+        text = display.estimate(estimate, lo, hi, "+.2f", scale=100)
         return text if text == display.DASH else f"{text} pp"
     return display.estimate(estimate, lo, hi, "+.4f")
 
@@ -495,6 +495,9 @@ class SemanticResult:
     p_value_excluding_same_class: float
     p_value_analytic_excluding_same_class: float
     warnings: tuple[str, ...]
+    classes_note: str | None = None
+    """Set when some runs' classes are synthetic stand-ins (:func:`hardstat.classes.
+    stand_in_note`): every output (text, JSON, chart subtitle, report) states it first."""
 
     @property
     def resampling_text(self) -> str:
@@ -549,10 +552,7 @@ class SemanticResult:
             row += [
                 f"{b.n_pairs:,}",
                 display.estimate(
-                    100 * b.same_class_fraction,
-                    100 * b.same_class_ci_lo,
-                    100 * b.same_class_ci_hi,
-                    ".2f",
+                    b.same_class_fraction, b.same_class_ci_lo, b.same_class_ci_hi, ".2f", scale=100
                 ),
                 f"{b.n_pairs_different_class:,}",
                 display.estimate(
@@ -568,7 +568,7 @@ class SemanticResult:
                 "all ranks",
                 *([""] if ranks else []),
                 f"{self.n_pairs:,}",
-                display.number(100 * self.same_class_fraction, ".2f"),
+                display.percent(self.same_class_fraction, 2, symbol=False),
                 f"{self.n_pairs_excluding_same_class:,}",
                 display.number(self.class_similarity_different_class, ".4f"),
             ]
@@ -598,6 +598,7 @@ class SemanticResult:
         return frame.with_columns(
             pl.lit(self.measure).alias("measure"),
             pl.lit(self.resampling).alias("resampling"),
+            pl.lit(self.classes_note, dtype=pl.String).alias("classes_note"),
             pl.lit(self.same_class_fraction).alias("overall_same_class_fraction"),
             pl.lit(self.class_similarity_different_class).alias(
                 "overall_class_similarity_different_class"
@@ -836,9 +837,12 @@ def semantic(
     runs = _run_class_similarities(con, queue_sizes, measure, class_similarity)
     try:
         name = "given" if class_similarity is not None else measure
-        return _analyse(
+        result = _analyse(
             con, runs, name, bin_spec, bootstrap, permutations, seed, epochs, steps, resampling
         )
+        datasets = logs.query(con, "SELECT run, dataset FROM runs ORDER BY run").to_pylist()
+        note = stand_in_note({r["run"]: r["dataset"] for r in datasets if r["run"] in result.runs})
+        return replace(result, classes_note=note) if note else result
     finally:
         for table in (_LABELS, _SCORES):
             with contextlib.suppress(Exception):  # a name that was not registered
@@ -864,7 +868,7 @@ def _run_params(run: _Run, span: _Span) -> dict[str, Any]:
     return {
         "run": run.name,
         "classes": run.matrix.shape[0],
-        "class_similarity": [None if math.isnan(v) else float(v) for v in flat],
+        "class_similarity": json_value(flat),  # NaN (no class) -> null
         **span.params(),
     }
 

@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
+from hardstat import display
+
 if TYPE_CHECKING:
     import altair as alt
 
@@ -124,7 +126,8 @@ def bands_chart(
     subtitle = [
         f"points: seeds (each minus the {reference} run of the same seed); right of them, "
         "diamond and bar: mean and 95% t-interval, coloured by verdict",
-        f"shaded: equivalence margin ±{pp:g} pp; verdicts Holm-adjusted over the bands shown",
+        f"shaded: equivalence margin {display.margin_points(margin)}; verdicts Holm-adjusted "
+        "over the bands shown",
     ]
     return (
         alt.layer(margin_band, zero, bars, dots, centres)

@@ -14,6 +14,7 @@ the analysis window shaded.
 
 from __future__ import annotations
 
+import textwrap
 from typing import TYPE_CHECKING, Any
 
 from hardstat.analysis.wordnet import MEASURE_TITLES
@@ -231,6 +232,9 @@ def semantic_chart(
         + (f" ({design})" if design else "")
         + "; dashed: all ranks"
     ]
+    note = table["classes_note"].drop_nulls() if "classes_note" in table.columns else None
+    if note is not None and len(note):  # synthetic classes: say so before anything else
+        subtitle[0:0] = textwrap.wrap(str(note[0]), 110)
     if len(panels) == 3:
         subtitle.append(
             "per epoch: one line per run (point estimates); black: mean over runs, band: its "

@@ -39,7 +39,7 @@ def demo(
 ) -> None:
     """The offline showcase: MoCo v2 on 2,000 real CIFAR-10 images shipped with hardstat,
     rank logs, a linear probe, the consistency and semantic analyses with charts, and an HTML
-    report, in a few minutes on a 2-core CPU. Prints where everything is.
+    report (how long it takes: see docs/timings.md). Prints where everything is.
 
     Example: `hardstat demo`
     """

@@ -85,7 +85,10 @@ def _preset_help() -> str:
         f"{name} ({c.data.dataset}, {c.model.backbone}, {c.optim.epochs} epochs)"
         for name, c in PRESETS.items()
     ]
-    return f"Starting configuration: {', '.join(rows)}. Default: {DEFAULT_PRESET.value}."
+    return (
+        f"Starting configuration: {', '.join(rows)}. Default: {DEFAULT_PRESET.value}. "
+        "How long each takes: see docs/timings.md."
+    )
 
 
 # -- arguments and output options ----------------------------------------------------------------

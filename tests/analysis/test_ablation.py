@@ -249,6 +249,39 @@ def test_no_contrast_is_one_line(make_run: Callable[..., Path]) -> None:
         ablation_of(make_run("other", queue_size=K, evals=knn(0.5)), metric="linear")
 
 
+def test_one_band_says_there_is_no_contrast_and_why(make_run: Callable[..., Path]) -> None:
+    # one line, shared word for word by analyze bands and the report (issue #12, 4)
+    solo = ablation_of(make_run("solo", queue_size=K, evals=knn(0.5)))
+    assert solo.no_contrast == (
+        "no contrast: every run has band 0-100 (the one run, solo); a band ablation compares "
+        "runs that differ in band, paired by seed: give runs of other bands (e.g. a sweep)"
+    )
+    hard = make_run("hard-s1", queue_size=K, band="0-5", seed=1, evals=knn(0.5))
+    make_run("hard-s2", queue_size=K, band="0-5", seed=2, evals=knn(0.5))
+    both = ablation_of(hard.parent / "hard-s*")
+    assert both.no_contrast is not None
+    assert both.no_contrast.startswith("no contrast: every run has band 0-5 (all 2 runs);")
+
+
+def test_runs_of_different_datasets_are_refused_in_one_line(
+    make_run: Callable[..., Path],
+) -> None:
+    make_run("c10", queue_size=K, dataset="cifar10", evals=knn(0.5))
+    c100 = make_run("c100", queue_size=K, band="0-5", dataset="cifar100", evals=knn(0.5))
+    with pytest.raises(LogError) as e:
+        ablation_of(c100.parent)
+    assert str(e.value).startswith("the runs mix datasets: cifar10 (c10); cifar100 (c100);")
+    assert "\n" not in str(e.value)
+
+
+def test_runs_that_record_no_dataset_are_noted(make_run: Callable[..., Path]) -> None:
+    # Recorder runs without a dataset name ("custom") cannot be checked to share one
+    make_run("a", queue_size=K, dataset="custom", evals=knn(0.5))
+    b = make_run("b", queue_size=K, band="0-5", dataset="custom", evals=knn(0.5))
+    text = " | ".join(ablation_of(b.parent).warnings)
+    assert "no dataset recorded (spec 'custom' or none) for a, b" in text
+
+
 def test_no_reference_run(make_run: Callable[..., Path]) -> None:
     make_run("h", queue_size=K, band="0-5", evals=knn(0.5))
     result = ablation_of(make_run("e", queue_size=K, band="5-100", evals=knn(0.75)).parent)

@@ -608,6 +608,35 @@ def test_cifar10_runs_use_the_shipped_table_without_a_corpus(
         assert r.same_class_fraction == 0
 
 
+def test_synthetic_classes_are_called_stand_ins_everywhere(
+    make_run: Callable[..., Path],
+) -> None:
+    # synthetic:N images are shapes named after CIFAR-10's classes (issue #12, 11)
+    labels = np.array([3] * 4 + [5] * 4)
+    rows = [(0, q, n, rank) for q in (0, 1) for rank, n in enumerate((4, 5, 6, 7), start=1)]
+    synth = make_run(
+        "synth", queue_size=4, pairs=pairs(rows), labels=labels, dataset="synthetic:512"
+    )
+    real = make_run("real", queue_size=4, pairs=pairs(rows), labels=labels, dataset="cifar10")
+    r = S.semantic(connect(synth), bootstrap=0, permutations=0)
+    assert r.classes_note is not None
+    assert r.classes_note.startswith("Synthetic stand-ins: run synth trained on synthetic:512")
+    assert "borrow CIFAR-10's names and WordNet synsets" in r.classes_note
+    assert r.to_dict()["classes_note"] == r.classes_note  # JSON
+    assert r.bins_frame()["classes_note"][0] == r.classes_note  # for the chart
+    from hardstat.charts.semantic import semantic_chart
+
+    subtitle = " ".join(semantic_chart(r.bins_frame()).to_dict()["title"]["subtitle"])
+    assert subtitle.startswith("Synthetic stand-ins: run synth")
+    both = S.semantic(connect(synth, real), bootstrap=0, permutations=0)
+    assert both.classes_note is not None and "run synth trained" in both.classes_note
+    plain = S.semantic(connect(real), bootstrap=0, permutations=0)
+    assert plain.classes_note is None and plain.to_dict()["classes_note"] is None
+    assert "Synthetic" not in " ".join(
+        semantic_chart(plain.bins_frame()).to_dict()["title"]["subtitle"]
+    )
+
+
 def test_errors(make_run: Callable[..., Path], hand_run: Path, tmp_path: Path) -> None:
     con = connect(hand_run)
     with pytest.raises(ConfigError, match="at least 200"):

@@ -83,7 +83,7 @@ def test_means_intervals_margin_and_zero() -> None:
     )
     (shade,) = by_mark["rect"]
     assert shade["data"]["values"] == [{"low": -2.0, "high": 2.0}]  # ±2 pp
-    assert "±2 pp" in " ".join(spec["title"]["subtitle"])
+    assert "±2.00 pp" in " ".join(spec["title"]["subtitle"])  # as in the rule
 
 
 def test_renders_png_and_json(tmp_path: Path) -> None:

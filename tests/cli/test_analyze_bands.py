@@ -3,6 +3,7 @@ options, notes and errors."""
 
 from __future__ import annotations
 
+import html
 import json
 import math
 from pathlib import Path
@@ -128,6 +129,15 @@ def test_one_run_gives_one_line_not_a_table(tmp_path: Path) -> None:
     first = result.stdout.splitlines()[0]
     assert first.startswith("no contrast: every run has band 0-100")
     assert "+0.00" not in result.stdout
+    # no per-band table of one band (it would repeat the run's row as a "mean")
+    assert "per band" not in result.stdout and result.stdout.count("solo") == 2
+    # the report says the same line (issue #12, 4)
+    report = invoke(
+        "report", tmp_path / "solo", "--out", tmp_path / "r.html", "--thumbnails", "0",
+        "--permutations", "0", "--bootstrap", "0",
+    )  # fmt: skip
+    assert report.exit_code == 0, report.output
+    assert html.escape(first) in (tmp_path / "r.html").read_text()
     chart = invoke("analyze", "bands", tmp_path / "solo", "--out", tmp_path / "c.png")
     assert chart.exit_code == 1 and chart.stderr.startswith("Error: no chart to write")
     assert not (tmp_path / "c.png").exists()

@@ -49,7 +49,9 @@ def cifar_run(tmp_path: Path) -> Path:
     labels = np.array([3] * 4 + [5] * 4 + [9] * 4)
     order = {0: [1, 2, 4, 5, 6, 8, 9, 10], 3: [1, 2, 7, 4, 5, 11, 8, 9]}
     rows = [(0, q, n, r) for q, negs in order.items() for r, n in enumerate(negs, start=1)]
-    return write_run(tmp_path, "c10", queue_size=8, pairs=pairs(rows), labels=labels)
+    return write_run(
+        tmp_path, "c10", queue_size=8, pairs=pairs(rows), labels=labels, dataset="cifar10"
+    )
 
 
 def test_table(cifar_run: Path, no_corpus: None) -> None:
@@ -81,6 +83,17 @@ def test_table(cifar_run: Path, no_corpus: None) -> None:
     assert "0 self-negative pairs left out" in out
     # one logged step: the bootstrap over steps cannot carry the steps' variance
     assert result.stderr.startswith("warning: run c10 has 1 logged step(s) in the window")
+
+
+def test_synthetic_classes_are_called_stand_ins_first(tmp_path: Path, no_corpus: None) -> None:
+    labels = np.array([3] * 4 + [5] * 4 + [9] * 4)
+    rows = [(0, 0, n, r) for r, n in enumerate([1, 2, 4, 5, 6, 8, 9, 10], start=1)]
+    run = write_run(tmp_path, "s", queue_size=8, pairs=pairs(rows), labels=labels)  # synthetic
+    result = invoke("analyze", "semantic", run, "--bootstrap", "0", "--permutations", "0")
+    assert result.exit_code == 0, result.output
+    assert result.stdout.startswith("Synthetic stand-ins: run s trained on synthetic,")
+    data = json.loads(invoke("analyze", "semantic", run, "-f", "json", "--bootstrap", "0").stdout)
+    assert data["classes_note"].startswith("Synthetic stand-ins: run s")
 
 
 def test_json_keys(cifar_run: Path, no_corpus: None) -> None:

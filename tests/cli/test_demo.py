@@ -1,6 +1,8 @@
 from pathlib import Path
+from typing import Any
 
 import duckdb
+import pytest
 from typer.testing import CliRunner
 
 from hardstat.cli import app
@@ -8,12 +10,27 @@ from hardstat.cli import app
 runner = CliRunner()
 
 
-def test_demo_trains_analyses_and_reports_offline(tmp_path: Path) -> None:
+def test_demo_trains_analyses_and_reports_offline(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from hardstat.analysis import consistency, semantic
+
+    calls = {"consistency": 0, "semantic": 0}
+    for module, name in ((consistency, "consistency"), (semantic, "semantic")):
+        original = getattr(module, name)
+
+        def counted(*a: Any, _f: Any = original, _n: str = name, **k: Any) -> Any:
+            calls[_n] += 1
+            return _f(*a, **k)
+
+        monkeypatch.setattr(module, name, counted)
     # 3 epochs: every image has had three keys, so the consistency test and its calls can run
     result = runner.invoke(
         app, ["demo", "--out", str(tmp_path), "--name", "d", "--epochs", "3", "-q"]
     )
     assert result.exit_code == 0, result.output
+    # collect, then render: the report reuses the demo's results (issue #12)
+    assert calls == {"consistency": 1, "semantic": 1}
     run = tmp_path / "d"
     report = run / "analysis" / "report.html"
     assert result.stdout.strip() == str(report)
@@ -21,6 +38,12 @@ def test_demo_trains_analyses_and_reports_offline(tmp_path: Path) -> None:
         assert (run / "analysis" / name).stat().st_size > 0
     html = report.read_text()
     assert "Does hardness persist with the image?" in html
+    # the kNN monitor and the linear probe the terminal printed are in the report too
+    assert "<h2>Downstream accuracy</h2>" in html and "Synthetic stand-ins" not in html
+    linear = duckdb.sql(
+        f"SELECT top1 FROM '{run}/evals/*.parquet' WHERE kind = 'linear'"
+    ).fetchall()[0][0]
+    assert f'<td class="num">{100 * linear:.2f}</td>' in html
     assert "data:image/png;base64," in html and "https://" not in html
     kinds = duckdb.sql(f"SELECT DISTINCT kind FROM '{run}/evals/*.parquet' ORDER BY 1").fetchall()
     assert kinds == [("knn",), ("linear",)]

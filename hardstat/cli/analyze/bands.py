@@ -130,9 +130,10 @@ def render(result: BandAblation) -> list[str]:
         numeric = [False, True, True, True, False, True, True, True, True, False]
         lines += format_table(cols, rows, numeric)
         lines.append(f"{result.rule()}.")
-    cols, rows = result.band_rows()
-    lines += ["", "per band (means over the band's runs; kept / K: negatives kept per query)"]
-    lines += format_table(cols, rows, [False] + [True] * (len(cols) - 1))
+    if result.bands.height > 1:  # one band: its means would only repeat the runs below
+        cols, rows = result.band_rows()
+        lines += ["", "per band (means over the band's runs; kept / K: negatives kept per query)"]
+        lines += format_table(cols, rows, [False] + [True] * (len(cols) - 1))
     linear = result.has_linear
     run_cols = ["run", "band", "seed", "kNN top-1 %"]
     run_cols += ["linear top-1 %"] if linear else []

@@ -168,6 +168,8 @@ def render(result: SemanticResult) -> list[str]:
         f"({result.class_similarity_source}{diagonal})",
         f"window: {result.window}",
     ]
+    if result.classes_note:  # synthetic classes: said before any figure
+        lines.insert(0, result.classes_note)
     for s in result.run_summaries:
         where = (
             f"steps {s.first_step}–{s.last_step} (epochs {s.first_epoch}–{s.last_epoch}), "
