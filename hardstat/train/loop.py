@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 import hardstat
-from hardstat import runs, schema
+from hardstat import runs, schema, seeds
 from hardstat.config import TrainConfig
 from hardstat.display import SafeStream
 from hardstat.errors import CheckpointError, ConfigError, LogError, RecordError, RunError
@@ -64,7 +64,8 @@ def learning_rate(step: int, total_steps: int, base_lr: float, schedule: str) ->
 
 def epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
     """The sample order of an epoch: a permutation of 0..n-1 fixed by (seed, epoch)."""
-    return torch.randperm(n, generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch))
+    generator = torch.Generator().manual_seed(seeds.epoch_order(seed, epoch))
+    return torch.randperm(n, generator=generator)
 
 
 class _StopFlag:
@@ -196,12 +197,6 @@ def process_shares(batch_size: int, bn_splits: int, processes: int) -> tuple[int
             f"use --set model.bn_splits={processes * max(1, bn_splits // processes)}"
         )
     return batch_size // processes, bn_splits // processes
-
-
-def process_seed(seed: int, process: int) -> int:
-    """The seed of a process's own random streams (augmentation, band draws, query choice):
-    ``seed`` itself for process 0, so a single-process run is unchanged."""
-    return seed + 1_000_003 * process
 
 
 def train(
@@ -344,7 +339,7 @@ def _train_locked(
     if not resume:
         distributed.on_main(lambda: _new_run(run_dir, lock, config, dataset, device, p))
 
-    torch.manual_seed(config.seed)  # the same initial weights and queue in every process
+    torch.manual_seed(seeds.weights(config.seed))  # the same initial weights in every process
     moco = MoCo(
         backbone=config.model.backbone,
         width=config.model.width,
@@ -354,7 +349,7 @@ def _train_locked(
         temperature=config.model.temperature,
         bn_splits=bn_splits,
         symmetric=config.model.symmetric,
-        generator=torch.Generator().manual_seed(config.seed + 3),
+        generator=torch.Generator().manual_seed(seeds.queue(config.seed)),
     ).to(device)
     optimizer = torch.optim.SGD(
         moco.encoder_q.parameters(),
@@ -363,9 +358,9 @@ def _train_locked(
         weight_decay=config.optim.weight_decay,
     )
     augment = MocoV2Augment(dataset.train.image_size, dataset.mean, dataset.std)
-    own_seed = process_seed(config.seed, procs.index)
-    gen_aug = torch.Generator(device=device).manual_seed(own_seed + 1)
-    gen_model = torch.Generator(device=device).manual_seed(own_seed + 2)
+    own_seed = seeds.process(config.seed, procs.index)
+    gen_aug = torch.Generator(device=device).manual_seed(seeds.augment(own_seed))
+    gen_model = torch.Generator(device=device).manual_seed(seeds.model(own_seed))
     step = 0
     if state is not None and mine is not None:
         with distributed.agreed():
@@ -375,9 +370,7 @@ def _train_locked(
     # queue and key encoder are kept identical by construction (same keys enqueued everywhere),
     # so their buffers are not re-broadcast every step
     model: torch.nn.Module = distributed.data_parallel(moco) if procs.distributed else moco
-    writer = RunLogWriter(
-        run_dir, run_name, process=procs.index, file_rows=config.log.file_rows
-    )
+    writer = RunLogWriter(run_dir, run_name, process=procs.index, file_rows=config.log.file_rows)
     # the logged queries of a step are dealt out to the processes; 0 = every query
     queries = procs.share(config.log.queries) if config.log.queries else 0
     logger = Recorder(  # hardstat.record: the same recorder any training loop can use

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from hardstat import runs
+from hardstat import runs, seeds
 from hardstat.config import TrainConfig
 from hardstat.errors import CheckpointError, ConfigError, DatasetError
 from hardstat.logwriter import RunLogWriter
@@ -135,7 +135,7 @@ def _evaluate_locked(
             n_classes,
             epochs=linear_epochs,
             lr=linear_lr,
-            seed=config.seed,
+            seed=seeds.linear_probe(config.seed),
         )
         results.append(EvalResult("linear", step, epoch, top1, top5, params))
     # a name no earlier evaluation has (microseconds; the lock orders evaluations of one run)
