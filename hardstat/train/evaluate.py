@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import numpy as np
@@ -96,14 +97,38 @@ def linear_probe(
     weight_decay: float = 0.0,
     seed: int = 0,
 ) -> tuple[float, float | None]:
-    """Train a linear classifier on frozen features (standardized), report test accuracy.
+    """Train a linear classifier on frozen features (standardized), report test accuracy
+    (:func:`fit_linear` on the train features, then top-1/top-5 on the test features)."""
+    clf, mean, std = fit_linear(
+        train_feats, train_labels, num_classes, epochs, lr, batch_size, weight_decay, seed
+    )
+    with torch.no_grad():
+        return topk_accuracy(clf((test_feats - mean) / std), test_labels)
 
-    SGD with momentum 0.9 and a cosine schedule over ``epochs`` passes of the train features.
+
+def fit_linear(
+    train_feats: torch.Tensor,
+    train_labels: torch.Tensor,
+    num_classes: int,
+    epochs: int = 100,
+    lr: float = 0.1,
+    batch_size: int = 256,
+    weight_decay: float = 0.0,
+    seed: int = 0,
+) -> tuple[nn.Linear, torch.Tensor, torch.Tensor]:
+    """A linear classifier of standardized features: ``clf((x - mean) / std)`` are the logits.
+
+    SGD with momentum 0.9 and a cosine schedule over ``epochs`` passes of the train features;
+    the initial weights and the mini-batch order are drawn from ``seed`` alone.
     """
     gen = torch.Generator().manual_seed(seed)
     mean, std = train_feats.mean(0), train_feats.std(0).clamp_min(1e-6)
-    x_train, x_test = (train_feats - mean) / std, (test_feats - mean) / std
+    x_train = (train_feats - mean) / std
     clf = nn.Linear(x_train.shape[1], num_classes)
+    bound = 1 / math.sqrt(x_train.shape[1])  # nn.Linear's own init, drawn from ``seed``
+    with torch.no_grad():
+        clf.weight.uniform_(-bound, bound, generator=gen)
+        clf.bias.uniform_(-bound, bound, generator=gen)
     opt = torch.optim.SGD(clf.parameters(), lr=lr, momentum=0.9, weight_decay=weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs)
     n = x_train.shape[0]
@@ -116,5 +141,4 @@ def linear_probe(
             loss.backward()
             opt.step()
         sched.step()
-    with torch.no_grad():
-        return topk_accuracy(clf(x_test), test_labels)
+    return clf, mean, std
