@@ -1,16 +1,129 @@
-"""Downstream evaluation of frozen backbone features: weighted kNN monitor and linear probe."""
+"""Downstream evaluation of frozen backbone features: weighted kNN monitor and linear probe.
+
+One path serves the trainer's kNN monitor and ``hardstat eval``: :func:`evaluate_backbone`
+extracts a dataset's features once (:func:`dataset_features`) and runs each probe (:class:`Knn`,
+:class:`LinearProbe`) on them, returning one :class:`EvalResult` (an ``evals`` row) per probe.
+"""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hardstat.train.data import ImageSplit
+from hardstat.train.augment import eval_transform
+from hardstat.train.data import Dataset, ImageSplit
+
+
+@dataclass(frozen=True)
+class EvalResult:
+    """One downstream evaluation: an ``evals`` row without the run name."""
+
+    kind: str
+    step: int
+    epoch: int
+    top1: float
+    top5: float | None
+    params: dict[str, object]
+
+
+@dataclass(frozen=True)
+class Features:
+    """L2-normalized backbone features of a dataset's two splits: train (N, F) and test (M, F)."""
+
+    train: torch.Tensor
+    train_labels: torch.Tensor
+    test: torch.Tensor
+    test_labels: torch.Tensor
+    num_classes: int
+
+
+@dataclass(frozen=True)
+class Knn:
+    """The weighted kNN monitor: test features vote by their ``k`` nearest train features."""
+
+    k: int = 200
+    t: float = 0.1
+    kind: ClassVar[str] = "knn"
+
+    def params(self) -> dict[str, object]:
+        return {"k": self.k, "t": self.t, "bank": "train"}
+
+    def __call__(self, f: Features) -> tuple[float, float | None]:
+        return knn_eval(
+            f.train, f.train_labels, f.test, f.test_labels, f.num_classes, k=self.k, t=self.t
+        )
+
+
+@dataclass(frozen=True)
+class LinearProbe:
+    """A linear classifier trained on the standardized train features (:func:`linear_probe`)."""
+
+    epochs: int = 100
+    lr: float = 0.1
+    seed: int = 0
+    kind: ClassVar[str] = "linear"
+
+    def params(self) -> dict[str, object]:
+        return {
+            "epochs": self.epochs,
+            "lr": self.lr,
+            "optimizer": "sgd-cosine",
+            "features": "backbone, standardized",
+        }
+
+    def __call__(self, f: Features) -> tuple[float, float | None]:
+        return linear_probe(
+            f.train,
+            f.train_labels,
+            f.test,
+            f.test_labels,
+            f.num_classes,
+            epochs=self.epochs,
+            lr=self.lr,
+            seed=self.seed,
+        )
+
+
+def dataset_features(backbone: nn.Module, dataset: Dataset, device: torch.device) -> Features:
+    """The backbone's features of both splits of ``dataset`` (which must have a test split),
+    through the evaluation transform (resize, normalize)."""
+    if dataset.test is None:
+        raise ValueError(f"dataset {dataset.spec} has no test split")
+
+    def tf(images: torch.Tensor) -> torch.Tensor:
+        return eval_transform(images, dataset.train.image_size, dataset.mean, dataset.std)
+
+    x_train, y_train = extract_features(backbone, dataset.train, tf, device)
+    x_test, y_test = extract_features(backbone, dataset.test, tf, device)
+    return Features(x_train, y_train, x_test, y_test, len(dataset.classes))
+
+
+def evaluate_backbone(
+    backbone: nn.Module,
+    dataset: Dataset,
+    device: torch.device,
+    probes: Sequence[Knn | LinearProbe],
+    *,
+    step: int,
+    epoch: int,
+) -> list[EvalResult]:
+    """Run each probe on the backbone's features of ``dataset``: one result per probe, in order.
+
+    ``step`` is the last optimizer step completed before the evaluation, ``epoch`` the epoch
+    just completed (the ``evals`` columns)."""
+    features = dataset_features(backbone, dataset, device)
+    results = []
+    for probe in probes:
+        top1, top5 = probe(features)
+        results.append(EvalResult(probe.kind, step, epoch, top1, top5, probe.params()))
+    return results
 
 
 @torch.no_grad()
