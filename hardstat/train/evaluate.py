@@ -63,11 +63,15 @@ class Knn:
 
 @dataclass(frozen=True)
 class LinearProbe:
-    """A linear classifier trained on the standardized train features (:func:`linear_probe`)."""
+    """A linear classifier of the standardized train features, trained with SGD (momentum 0.9)
+    and a cosine schedule over ``epochs`` passes; its initial weights and mini-batch order are
+    drawn from ``seed`` alone."""
 
     epochs: int = 100
     lr: float = 0.1
     seed: int = 0
+    batch_size: int = 256
+    weight_decay: float = 0.0
     kind: ClassVar[str] = "linear"
 
     def params(self) -> dict[str, object]:
@@ -79,16 +83,37 @@ class LinearProbe:
         }
 
     def __call__(self, f: Features) -> tuple[float, float | None]:
-        return linear_probe(
-            f.train,
-            f.train_labels,
-            f.test,
-            f.test_labels,
-            f.num_classes,
-            epochs=self.epochs,
-            lr=self.lr,
-            seed=self.seed,
+        clf, mean, std = self.fit(f.train, f.train_labels, f.num_classes)
+        with torch.no_grad():
+            return topk_accuracy(clf((f.test - mean) / std), f.test_labels)
+
+    def fit(
+        self, train_feats: torch.Tensor, train_labels: torch.Tensor, num_classes: int
+    ) -> tuple[nn.Linear, torch.Tensor, torch.Tensor]:
+        """The classifier, and the standardization: ``clf((x - mean) / std)`` are logits."""
+        gen = torch.Generator().manual_seed(self.seed)
+        mean, std = train_feats.mean(0), train_feats.std(0).clamp_min(1e-6)
+        x_train = (train_feats - mean) / std
+        clf = nn.Linear(x_train.shape[1], num_classes)
+        bound = 1 / math.sqrt(x_train.shape[1])  # nn.Linear's own init, drawn from the seed
+        with torch.no_grad():
+            clf.weight.uniform_(-bound, bound, generator=gen)
+            clf.bias.uniform_(-bound, bound, generator=gen)
+        opt = torch.optim.SGD(
+            clf.parameters(), lr=self.lr, momentum=0.9, weight_decay=self.weight_decay
         )
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=self.epochs)
+        n = x_train.shape[0]
+        for _ in range(self.epochs):
+            perm = torch.randperm(n, generator=gen)
+            for i in range(0, n, self.batch_size):
+                idx = perm[i : i + self.batch_size]
+                loss = F.cross_entropy(clf(x_train[idx]), train_labels[idx])
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+            sched.step()
+        return clf, mean, std
 
 
 def dataset_features(backbone: nn.Module, dataset: Dataset, device: torch.device) -> Features:
@@ -210,48 +235,7 @@ def linear_probe(
     weight_decay: float = 0.0,
     seed: int = 0,
 ) -> tuple[float, float | None]:
-    """Train a linear classifier on frozen features (standardized), report test accuracy
-    (:func:`fit_linear` on the train features, then top-1/top-5 on the test features)."""
-    clf, mean, std = fit_linear(
-        train_feats, train_labels, num_classes, epochs, lr, batch_size, weight_decay, seed
-    )
-    with torch.no_grad():
-        return topk_accuracy(clf((test_feats - mean) / std), test_labels)
-
-
-def fit_linear(
-    train_feats: torch.Tensor,
-    train_labels: torch.Tensor,
-    num_classes: int,
-    epochs: int = 100,
-    lr: float = 0.1,
-    batch_size: int = 256,
-    weight_decay: float = 0.0,
-    seed: int = 0,
-) -> tuple[nn.Linear, torch.Tensor, torch.Tensor]:
-    """A linear classifier of standardized features: ``clf((x - mean) / std)`` are the logits.
-
-    SGD with momentum 0.9 and a cosine schedule over ``epochs`` passes of the train features;
-    the initial weights and the mini-batch order are drawn from ``seed`` alone.
-    """
-    gen = torch.Generator().manual_seed(seed)
-    mean, std = train_feats.mean(0), train_feats.std(0).clamp_min(1e-6)
-    x_train = (train_feats - mean) / std
-    clf = nn.Linear(x_train.shape[1], num_classes)
-    bound = 1 / math.sqrt(x_train.shape[1])  # nn.Linear's own init, drawn from ``seed``
-    with torch.no_grad():
-        clf.weight.uniform_(-bound, bound, generator=gen)
-        clf.bias.uniform_(-bound, bound, generator=gen)
-    opt = torch.optim.SGD(clf.parameters(), lr=lr, momentum=0.9, weight_decay=weight_decay)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs)
-    n = x_train.shape[0]
-    for _ in range(epochs):
-        perm = torch.randperm(n, generator=gen)
-        for i in range(0, n, batch_size):
-            idx = perm[i : i + batch_size]
-            loss = F.cross_entropy(clf(x_train[idx]), train_labels[idx])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-        sched.step()
-    return clf, mean, std
+    """Train a linear classifier on frozen features (:class:`LinearProbe`), report test
+    accuracy (top-1, top-5)."""
+    probe = LinearProbe(epochs, lr, seed, batch_size, weight_decay)
+    return probe(Features(train_feats, train_labels, test_feats, test_labels, num_classes))

@@ -216,20 +216,8 @@ def train(
     logs, status 'interrupted') once that many steps are done, exactly as a Ctrl-C would.
     """
     procs, device = distributed.setup(config.device)
-    return _train(config, Path(run_dir), procs, device, resume, progress, stop_after)
-
-
-def _train(
-    config: TrainConfig,
-    run_dir: Path,
-    procs: distributed.Processes,
-    device: torch.device,
-    resume: bool,
-    progress: bool,
-    stop_after: int | None,
-) -> TrainResult:
     # every process uses the main process's run directory (a default name holds the time)
-    run_dir = distributed.broadcast_object(run_dir)
+    run_dir = distributed.broadcast_object(Path(run_dir))
     # the main process holds the run's lock from before it reads or writes anything until the
     # run's last checkpoint is on disk; a second trainer (or eval) of the run is refused
     lock = runs.RunLock(run_dir) if procs.main else None

@@ -7,7 +7,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from hardstat.train.evaluate import (  # noqa: E402
-    fit_linear,
+    LinearProbe,
     knn_eval,
     knn_scores,
     linear_probe,
@@ -81,7 +81,7 @@ def _slow_fit_linear(
     seed: int,
 ) -> tuple[list[list[float]], list[float]]:
     """Standardize, then mini-batch SGD (momentum 0.9, cosine per epoch) on softmax
-    cross-entropy, gradients written out by hand; the same draws from ``seed`` as fit_linear:
+    cross-entropy, gradients written out by hand; the same draws from ``seed`` as the probe:
     weights, bias, then one permutation per epoch."""
     n, d = len(x), len(x[0])
     mean = [sum(row[j] for row in x) / n for j in range(d)]
@@ -121,11 +121,11 @@ def _slow_fit_linear(
     return w, b
 
 
-def test_fit_linear_matches_a_slow_loop() -> None:
+def test_linear_probe_fit_matches_a_slow_loop() -> None:
     g = torch.Generator().manual_seed(3)
     x = torch.randn(10, 3, generator=g) * torch.tensor([1.0, 5.0, 0.2]) + 2.0  # 10 samples
     y = torch.tensor([0, 1, 2, 0, 1, 2, 0, 1, 2, 2])
-    clf, mean, std = fit_linear(x, y, 3, epochs=3, lr=0.5, batch_size=4, seed=7)
+    clf, mean, std = LinearProbe(epochs=3, lr=0.5, seed=7, batch_size=4).fit(x, y, 3)
     w, b = _slow_fit_linear(x.tolist(), y.tolist(), 3, epochs=3, lr=0.5, batch_size=4, seed=7)
     assert torch.allclose(mean, x.mean(0)) and torch.allclose(std, x.std(0))
     assert clf.weight.detach().tolist() == [pytest.approx(row, abs=1e-4) for row in w]
