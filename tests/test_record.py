@@ -9,14 +9,15 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-import torch
 
-from hardstat import runs, seeds
-from hardstat.bands import parse_band
-from hardstat.classes import CIFAR10_CLASSES, ClassInfo
-from hardstat.errors import RecordError, RunError
-from hardstat.negatives import band_mask
-from hardstat.record import Recorder
+torch = pytest.importorskip("torch")
+
+from hardstat import runs, seeds  # noqa: E402
+from hardstat.bands import parse_band  # noqa: E402
+from hardstat.classes import CIFAR10_CLASSES, ClassInfo  # noqa: E402
+from hardstat.errors import RecordError, RunError  # noqa: E402
+from hardstat.negatives import band_mask  # noqa: E402
+from hardstat.record import Recorder  # noqa: E402
 
 DEVICES = [
     "cpu",

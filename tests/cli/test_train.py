@@ -4,15 +4,7 @@ from pathlib import Path
 
 import duckdb
 import pytest
-from typer.testing import CliRunner
-
-from hardstat.cli import app
-
-runner = CliRunner()
-
-
-def invoke(*args: str):  # type: ignore[no-untyped-def]
-    return runner.invoke(app, list(args))
+from clirun import invoke
 
 
 def test_help_lists_commands() -> None:
