@@ -48,7 +48,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
-from hardstat import runs, schema
+from hardstat import runs, schema, seeds
 from hardstat.bands import Band, parse_band
 from hardstat.classes import CIFAR10_CLASSES, CIFAR100_CLASSES, ClassInfo, is_wnid
 from hardstat.errors import ConfigError, LogError, RecordError, RunError
@@ -67,7 +67,6 @@ EVAL_KINDS: tuple[str, ...] = ("knn", "linear")
 Array = Any
 """A torch tensor (any device) or a NumPy array (or anything ``np.asarray`` takes)."""
 
-_GENERATOR_OFFSET = 7919  # the query choice's generator is seeded with seed + this
 _INT32_END = 2**31  # sample ids and steps are int32 in the log
 _INT16_END = 2**15  # labels are int16
 
@@ -117,7 +116,7 @@ class Recorder:
         self.record_steps = record_steps
         self.num_samples, self.num_classes = num_samples, num_classes
         self.train_labels = None if train_labels is None else np.asarray(train_labels, np.int64)
-        self.generator = torch.Generator().manual_seed(int(seed) + _GENERATOR_OFFSET)
+        self.generator = torch.Generator().manual_seed(seeds.log_queries(int(seed)))
         self._rank_order = rank_order
         self._manifest_owner = False  # set by create/open: the recorder keeps manifest.json
         self._needs_state = False  # set by open without a state: load_state must come first

@@ -5,10 +5,11 @@ from __future__ import annotations
 import math
 
 import pytest
-import torch
-import torch.nn.functional as F
 
-from hardstat.negatives import (
+torch = pytest.importorskip("torch")
+import torch.nn.functional as F  # noqa: E402
+
+from hardstat.negatives import (  # noqa: E402
     band_mask,
     cross_view_similarities,
     info_nce,
@@ -72,3 +73,20 @@ def test_band_mask_per_query_over_in_batch_negatives(spec: str) -> None:
     banded = info_nce(s.l_pos, s.l_neg, 0.5, mask)
     assert torch.isfinite(banded).all() and (banded <= info_nce(s.l_pos, s.l_neg, 0.5, None)).all()
     assert math.isfinite(float(banded.mean()))
+
+
+@pytest.mark.parametrize("spec", ["0-5", "0-25", "50-75", "5-100", "0-10,90-100"])
+def test_band_mask_with_ties_keeps_the_values_of_its_ranks(spec: str) -> None:
+    """Similarities on 4 levels (many ties, as float16 logits give): ties may be broken either
+    way, but the similarities a query keeps are, as a multiset, those at the band's ranks of
+    its own sorted list (a slow loop, one query at a time)."""
+    g = torch.Generator().manual_seed(0)
+    l_neg = (torch.randint(0, 4, (6, 40), generator=g).float() - 1.5) / 2  # (N, K), 4 levels
+    band = parse_band(spec)
+    mask = band_mask(l_neg, band)
+    assert mask is not None
+    for i, row in enumerate(l_neg.tolist()):
+        ranked = sorted(row, reverse=True)  # rank r (1-based) is ranked[r - 1]
+        expect = sorted(v for lo, hi in band.rank_intervals(len(row)) for v in ranked[lo:hi])
+        kept = sorted(v for v, keep in zip(row, mask[i].tolist(), strict=True) if keep)
+        assert kept == expect

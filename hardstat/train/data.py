@@ -53,6 +53,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from hardstat import seeds
 from hardstat.classes import CIFAR10_CLASSES, CIFAR100_CLASSES, ClassInfo, is_wnid
 from hardstat.data import DEMO_DIR
 from hardstat.errors import DatasetError
@@ -325,7 +326,7 @@ def _take_subset(split: ImageSplit, subset: int, seed: int) -> ImageSplit:
             "pass a smaller --subset"
         )
     # A prefix of one seeded permutation: subsets of different sizes are nested.
-    keep = np.sort(np.random.default_rng(seed).permutation(n)[:subset])
+    keep = np.sort(np.random.default_rng(seeds.subset(seed)).permutation(n)[:subset])
     images = files = None
     if split.images is not None:
         images = split.images.index_select(0, torch.from_numpy(keep))
@@ -364,8 +365,8 @@ def _resize_split(split: ImageSplit, size: int) -> ImageSplit:
 
 
 def _load_synthetic(n: int, seed: int) -> tuple[ImageSplit, ImageSplit, tuple[ClassInfo, ...]]:
-    train_images, train_labels = synthetic_images(n, seed=seed, stream=0)
-    test_images, test_labels = synthetic_images(n // 2, seed=seed, stream=1)
+    train_images, train_labels = synthetic_images(n, seed=seed, stream=seeds.SYNTHETIC_TRAIN)
+    test_images, test_labels = synthetic_images(n // 2, seed=seed, stream=seeds.SYNTHETIC_TEST)
     return (
         _in_memory(torch.from_numpy(train_images), train_labels),
         _in_memory(torch.from_numpy(test_images), test_labels),

@@ -27,7 +27,10 @@ from hardstat.train.queue import KeyQueue
 
 
 class SplitBatchNorm(nn.BatchNorm2d):
-    """BatchNorm over ``num_splits`` sub-batches in training: the statistics of multi-GPU BN."""
+    """BatchNorm over ``num_splits`` sub-batches in training: the statistics of multi-GPU BN.
+
+    Sub-batch j holds samples j, j + s, j + 2s, ... of the batch (s = ``num_splits``), as in
+    MoCo's CIFAR demo; the running statistics move towards the mean over sub-batches."""
 
     def __init__(self, num_features: int, num_splits: int, **kw: object) -> None:
         super().__init__(num_features, **kw)  # type: ignore[arg-type]

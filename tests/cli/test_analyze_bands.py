@@ -7,19 +7,12 @@ import html
 import json
 import math
 from pathlib import Path
-from typing import Any
 
 import pytest
+from clirun import invoke, runner
 from runlogs import write_run
-from typer.testing import CliRunner
 
 from hardstat.cli import app
-
-runner = CliRunner()
-
-
-def invoke(*args: Any):  # type: ignore[no-untyped-def]
-    return runner.invoke(app, [str(a) for a in args])
 
 
 def ev(kind: str, step: int, top1: float) -> dict[str, object]:

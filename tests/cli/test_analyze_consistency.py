@@ -4,22 +4,16 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
 
 import polars as pl
 import pytest
+from clirun import invoke, runner
 from simlogs import SimSpec, simulate
-from typer.testing import CliRunner
 
 from hardstat.cli import app
 
-runner = CliRunner()
 SPEC = SimSpec(n_images=1000, batch=32, queue=256, every=8, logged_steps=30, queries=8)
 FAST = ["--permutations", "99", "--bootstrap", "50", "--no-shuffle-check"]
-
-
-def invoke(*args: Any):  # type: ignore[no-untyped-def]
-    return runner.invoke(app, [str(a) for a in args])
 
 
 @pytest.fixture(scope="module")

@@ -6,28 +6,14 @@ import json
 from pathlib import Path
 from typing import Any
 
-import nltk
 import numpy as np
 import pyarrow as pa
 import pytest
+from clirun import invoke, runner
 from runlogs import write_run
-from typer.testing import CliRunner
 
 from hardstat.classes import ClassInfo
 from hardstat.cli import app
-
-runner = CliRunner()
-
-
-def invoke(*args: Any):  # type: ignore[no-untyped-def]
-    return runner.invoke(app, [str(a) for a in args])
-
-
-@pytest.fixture
-def no_corpus(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.setattr(nltk.data, "path", [])
-    monkeypatch.delenv("NLTK_DATA", raising=False)
-    monkeypatch.setenv("HOME", str(tmp_path / "home"))
 
 
 def pairs(rows: list[tuple[int, int, int | None, int]]) -> dict[str, Any]:

@@ -1,3 +1,5 @@
+"""``hardstat demo``: trains, evaluates, analyses and reports offline (slow: a whole run)."""
+
 from pathlib import Path
 from typing import Any
 
@@ -6,6 +8,9 @@ import pytest
 from typer.testing import CliRunner
 
 from hardstat.cli import app
+
+pytest.importorskip("torch")  # the demo trains
+pytestmark = pytest.mark.slow  # deselect with -m 'not slow'; .ci/run runs it
 
 runner = CliRunner()
 

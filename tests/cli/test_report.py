@@ -3,20 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
+from clirun import invoke
 from runlogs import write_run
-from typer.testing import CliRunner
-
-from hardstat.cli import app
-
-runner = CliRunner()
-
-
-def invoke(*args: Any) -> Any:
-    return runner.invoke(app, [str(a) for a in args])
 
 
 def ev(kind: str, step: int, top1: float) -> dict[str, object]:

@@ -11,17 +11,10 @@ from typing import Any
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+from clirun import invoke
 from runlogs import write_run
-from typer.testing import CliRunner
 
 from hardstat import schema
-from hardstat.cli import app
-
-runner = CliRunner()
-
-
-def invoke(*args: Any):  # type: ignore[no-untyped-def]
-    return runner.invoke(app, [str(a) for a in args])
 
 
 def ranked_pairs(queue_size: int, queries: int, step: int = 0) -> dict[str, np.ndarray]:

@@ -9,6 +9,7 @@ import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
+pytest.importorskip("torch")
 import hardstat.train.loop as loop
 import hardstat.train.posthoc as posthoc
 from hardstat.cli import app

@@ -4,15 +4,7 @@ from pathlib import Path
 
 import duckdb
 import pytest
-from typer.testing import CliRunner
-
-from hardstat.cli import app
-
-runner = CliRunner()
-
-
-def invoke(*args: str):  # type: ignore[no-untyped-def]
-    return runner.invoke(app, list(args))
+from clirun import invoke
 
 
 def test_help_lists_commands() -> None:
@@ -326,7 +318,7 @@ def test_a_run_another_process_trains_is_not_offered_for_resume(tmp_path: Path) 
 
 
 def test_help_describes_every_option_plainly() -> None:
-    wide = runner.invoke(app, ["train", "--help"], env={"COLUMNS": "240"})
+    wide = invoke("train", "--help", env={"COLUMNS": "240"})
     text = " ".join(wide.stdout.split())
     for phrase in (
         "--backbone <convnet|resnet18|resnet50> Encoder network. Default: the preset's (tiny "
@@ -337,7 +329,7 @@ def test_help_describes_every_option_plainly() -> None:
     ):
         assert phrase in text, phrase
     for command in (["train"], ["eval"], ["sql"], ["analyze", "consistency"], ["report"], []):
-        assert "<bool>" not in runner.invoke(app, [*command, "--help"]).stdout, command
+        assert "<bool>" not in invoke(*command, "--help").stdout, command
     bad = invoke("train", "--backbone", "vgg")
     assert bad.exit_code == 2 and "'vgg' is not one of 'convnet'" in bad.output
     assert "Value error" not in bad.output

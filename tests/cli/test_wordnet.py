@@ -2,43 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.util
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
-import nltk
 import pytest
-from typer.testing import CliRunner
+from clirun import invoke
+from wordnet_corpus import HAVE_DEBIAN, NO_DEBIAN
 
 from hardstat.analysis import wordnet as W
-from hardstat.cli import app
-
-_spec = importlib.util.spec_from_file_location(
-    "wordnet_tests", Path(__file__).parents[1] / "analysis" / "test_wordnet.py"
-)
-assert _spec is not None and _spec.loader is not None
-_wordnet_tests = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(_wordnet_tests)
-HAVE_DEBIAN, NO_DEBIAN = _wordnet_tests.HAVE_DEBIAN, _wordnet_tests.NO_DEBIAN
-
-runner = CliRunner()
-
-
-def invoke(*args: Any):  # type: ignore[no-untyped-def]
-    return runner.invoke(app, [str(a) for a in args])
-
-
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
-    yield from _wordnet_tests.use_test_corpus(tmp_path_factory)
-
-
-@pytest.fixture
-def no_corpus(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.setattr(nltk.data, "path", [])
-    monkeypatch.delenv("NLTK_DATA", raising=False)
-    monkeypatch.setenv("HOME", str(tmp_path / "home"))
 
 
 def test_check_without_a_corpus_says_how_to_install(no_corpus: None) -> None:

@@ -9,18 +9,19 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
-import torch.nn.functional as F
-from typer.testing import CliRunner
+
+torch = pytest.importorskip("torch")
+import torch.nn.functional as F  # noqa: E402
+from typer.testing import CliRunner  # noqa: E402
 
 pytest.importorskip("lightly", reason="lightly is not installed (pip install 'hardstat[lightly]')")
 
-from lightly.loss import NTXentLoss
+from lightly.loss import NTXentLoss  # noqa: E402
 
-from hardstat import runs
-from hardstat.cli import app
-from hardstat.integrations.lightly import IdMemoryBank
-from hardstat.negatives import info_nce, nt_xent_similarities, similarities
+from hardstat import runs  # noqa: E402
+from hardstat.cli import app  # noqa: E402
+from hardstat.integrations.lightly import IdMemoryBank  # noqa: E402
+from hardstat.negatives import info_nce, nt_xent_similarities, similarities  # noqa: E402
 
 REPO = Path(__file__).parents[2]
 

@@ -8,9 +8,10 @@ from typing import Any
 
 import pyarrow.parquet as pq
 import pytest
-import torch
-import torch.nn.functional as F
-from torch import nn
+
+torch = pytest.importorskip("torch")
+import torch.nn.functional as F  # noqa: E402
+from torch import nn  # noqa: E402
 
 pl = pytest.importorskip(
     "pytorch_lightning",

@@ -7,11 +7,12 @@ import colorsys
 import math
 
 import pytest
-import torch
-import torch.nn.functional as F
-import torchvision.transforms.v2.functional as TF
 
-from hardstat.train.augment import (
+torch = pytest.importorskip("torch")
+import torch.nn.functional as F  # noqa: E402
+import torchvision.transforms.v2.functional as TF  # noqa: E402
+
+from hardstat.train.augment import (  # noqa: E402
     LUMA,
     MocoV2Augment,
     adjust_brightness,

@@ -7,11 +7,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import torch
 
-from hardstat.errors import CheckpointError, WriteError
-from hardstat.train import checkpoint as ckpt
-from hardstat.train.checkpoint import check_state, load_checkpoint, save_checkpoint
+torch = pytest.importorskip("torch")
+
+from hardstat.errors import CheckpointError, WriteError  # noqa: E402
+from hardstat.train import checkpoint as ckpt  # noqa: E402
+from hardstat.train.checkpoint import check_state, load_checkpoint, save_checkpoint  # noqa: E402
 
 
 def _state(step: int = 3) -> dict[str, Any]:

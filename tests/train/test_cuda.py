@@ -7,11 +7,12 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-import torch
 
-from hardstat import runs
-from hardstat.config import preset
-from hardstat.train.loop import train
+torch = pytest.importorskip("torch")
+
+from hardstat import runs  # noqa: E402
+from hardstat.config import preset  # noqa: E402
+from hardstat.train.loop import train  # noqa: E402
 
 pytestmark = [
     pytest.mark.gpu,

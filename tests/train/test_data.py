@@ -7,13 +7,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
-import torch.nn.functional as F
-from PIL import Image
 
-from hardstat.classes import CIFAR10_CLASSES, CIFAR100_CLASSES, ClassInfo
-from hardstat.errors import DatasetError
-from hardstat.train.data import (
+torch = pytest.importorskip("torch")
+import torch.nn.functional as F  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from hardstat.classes import CIFAR10_CLASSES, CIFAR100_CLASSES, ClassInfo  # noqa: E402
+from hardstat.errors import DatasetError  # noqa: E402
+from hardstat.train.data import (  # noqa: E402
     CIFAR10_MEAN,
     Dataset,
     ImageSplit,

@@ -19,17 +19,18 @@ import duckdb
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-import torch
-from typer.testing import CliRunner
 
-from hardstat.cli import app
-from hardstat.config import preset
-from hardstat.errors import ConfigError
-from hardstat.logwriter import part_name
-from hardstat.train import distributed
-from hardstat.train.checkpoint import checkpoint_path, load_checkpoint
-from hardstat.train.loop import epoch_order, process_shares, train
-from hardstat.train.model import MoCo
+torch = pytest.importorskip("torch")
+from typer.testing import CliRunner  # noqa: E402
+
+from hardstat.cli import app  # noqa: E402
+from hardstat.config import preset  # noqa: E402
+from hardstat.errors import ConfigError  # noqa: E402
+from hardstat.logwriter import part_name  # noqa: E402
+from hardstat.train import distributed  # noqa: E402
+from hardstat.train.checkpoint import checkpoint_path, load_checkpoint  # noqa: E402
+from hardstat.train.loop import epoch_order, process_shares, train  # noqa: E402
+from hardstat.train.model import MoCo  # noqa: E402
 
 # tiny preset: B = 64 (32 per process), K = 256; 8 steps per epoch; every query logged
 OPTIONS = [
@@ -47,6 +48,8 @@ CONFIG = preset("tiny").replace(
     },
 )
 B, K, STEPS_PER_EPOCH, STEPS = 64, 256, 8, 16
+
+pytestmark = pytest.mark.slow  # torchrun subprocesses: minutes; .ci/run runs them
 
 
 def torchrun(*args: str, processes: int = 2, timeout: float = 240) -> subprocess.CompletedProcess:
@@ -408,7 +411,6 @@ def test_the_cli_prints_an_error_once_and_names_its_process(
     assert capsys.readouterr().err == "Error: bad thing; do this\n"
 
 
-@pytest.mark.slow
 def test_a_killed_worker_leaves_a_resumable_run_and_no_traceback(tmp_path: Path) -> None:
     """SIGKILL one of two training processes: the survivor says in one line that it lost
     contact (no traceback from hardstat; torchrun's launcher prints its own report), and a

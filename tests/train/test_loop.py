@@ -10,11 +10,12 @@ from pathlib import Path
 import duckdb
 import numpy as np
 import pytest
-import torch
 
-from hardstat import runs
-from hardstat.config import preset
-from hardstat.errors import (
+torch = pytest.importorskip("torch")
+
+from hardstat import runs  # noqa: E402
+from hardstat.config import preset  # noqa: E402
+from hardstat.errors import (  # noqa: E402
     CheckpointError,
     ConfigError,
     LogError,
@@ -22,10 +23,10 @@ from hardstat.errors import (
     RunInUseError,
     WriteError,
 )
-from hardstat.train import model as model_module
-from hardstat.train.checkpoint import checkpoint_path, load_checkpoint
-from hardstat.train.loop import train
-from hardstat.train.queue import KeyQueue
+from hardstat.train import model as model_module  # noqa: E402
+from hardstat.train.checkpoint import checkpoint_path, load_checkpoint  # noqa: E402
+from hardstat.train.loop import train  # noqa: E402
+from hardstat.train.queue import KeyQueue  # noqa: E402
 
 TINY = preset("tiny").replace(**{"optim.epochs": 2, "threads": 2})
 

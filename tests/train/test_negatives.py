@@ -2,13 +2,14 @@ import math
 
 import numpy as np
 import pytest
-import torch
-import torch.nn.functional as F
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
-from hardstat.bands import parse_band
-from hardstat.train.negatives import (
+torch = pytest.importorskip("torch")
+import torch.nn.functional as F  # noqa: E402
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from hardstat.bands import parse_band  # noqa: E402
+from hardstat.train.negatives import (  # noqa: E402
     band_mask,
     info_nce,
     rank_order,

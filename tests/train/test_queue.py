@@ -1,7 +1,8 @@
 import pytest
-import torch
 
-from hardstat.train.queue import KeyQueue
+torch = pytest.importorskip("torch")
+
+from hardstat.train.queue import KeyQueue  # noqa: E402
 
 
 def test_initial_slots_have_no_provenance_and_unit_keys() -> None:
