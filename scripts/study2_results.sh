@@ -32,7 +32,7 @@ hardstat sql "${all[@]}" \
 # Table A (C1, C2/C3, C4): every band against 0-100, paired by seed, Holm over the table.
 hardstat analyze bands "${all[@]}" --metric linear --margin 1 -f json > "$out/bands-table-a.json"
 hardstat analyze bands "${all[@]}" --metric linear --margin 1 \
-    --out docs/img/study2-bands.png > "$out/bands-table-a.txt"
+    --chart docs/img/study2-bands.png > "$out/bands-table-a.txt"
 
 # Table B (C1', C3'): each band against its count-matched random control, one contrast each.
 if have "$runs/0-5-s*" "$runs/random5-s*"; then
@@ -48,11 +48,14 @@ fi
 # C5: semantic closeness on the 0-100 runs, pairs logged in epochs 4 and 5.
 hardstat analyze semantic "$runs"/0-100-s* --epochs 4-5 -f json > "$out/semantic.json"
 hardstat analyze semantic "$runs"/0-100-s* --epochs 4-5 \
-    --out docs/img/study2-semantic.png > "$out/semantic.txt"
+    --chart docs/img/study2-semantic.png > "$out/semantic.txt"
 
 # C6: persistence across keys, per seed and across seeds; late training (epochs 4 and 5).
 hardstat analyze consistency "$runs"/0-100-s* -f json > "$out/consistency.json"
 hardstat analyze consistency "$runs"/0-100-s* \
-    --out docs/img/study2-consistency.png > "$out/consistency.txt"
+    --chart docs/img/study2-consistency.png > "$out/consistency.txt"
 hardstat analyze consistency "$runs"/0-100-s* --epochs 4,5 -f json > "$out/consistency-late.json"
+for run in "$runs"/0-100-s*; do  # per seed: each run's own permutation p
+    hardstat analyze consistency "$run" -f json > "$out/consistency-$(basename "$run").json"
+done
 ls -l "$out"
