@@ -6,7 +6,9 @@ its progress bar off DuckDB does not look for signals itself. While a CLI comman
 (:func:`cli_session`), every connection opened by :func:`hardstat.analysis.logs.connect` is
 registered here; the first Ctrl-C then reaches a watcher thread through Python's signal wakeup
 file descriptor (written by the C-level handler at once, whatever the main thread is doing) and
-the thread calls ``interrupt()`` on the connections, so the query stops within milliseconds. A
+the thread calls ``interrupt()`` on the connections, so the query stops within milliseconds
+(and keeps calling it every 0.2 s, since DuckDB forgets an interrupt that arrives before a query
+executes). A
 second Ctrl-C ends the process at once (exit 130). :func:`time_limit` interrupts a connection
 the same way when a query runs past its limit. :func:`stop_reason` tells the error translation
 why a query stopped (``"interrupt"`` or ``"timeout"``).
@@ -145,6 +147,10 @@ class _Watcher:
         while not self.done.is_set():
             ready, _, _ = select.select([self.read], [], [], 0.2)
             if not ready:
+                if _reason == "interrupt":
+                    # DuckDB forgets an interrupt that lands before its query executes (a new
+                    # query clears the flag): after Ctrl-C, stop whatever runs next as well
+                    _stop("interrupt")
                 continue
             try:
                 data = os.read(self.read, 64)

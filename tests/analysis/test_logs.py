@@ -545,3 +545,30 @@ def test_ctrl_c_reaches_queries_that_do_not_go_through_query(tmp_path: Path) -> 
             con.sql("SELECT count(*) FROM pairs a, pairs b, pairs c").fetchall()
         timer.join()
         assert time.monotonic() - t0 < 3.0 and interrupts.stop_reason() == "interrupt"
+
+
+def test_ctrl_c_before_a_query_starts_still_stops_it(tmp_path: Path) -> None:
+    """DuckDB clears an interrupt when a new query starts executing, so a Ctrl-C that lands
+    while no query runs (between two queries, or while one is still being planned) must
+    still stop the next one: the watcher keeps interrupting after the first Ctrl-C. (Under
+    load, the test above hung this way: its signal arrived before its query executed.)"""
+    import threading
+    import time
+
+    from runlogs import write_run
+
+    from hardstat import interrupts
+
+    run = write_run(tmp_path, "big", queue_size=256, pairs=ranked_pairs(256, 64))
+    with interrupts.cli_session():
+        con = logs.connect(logs.find_runs([run]))
+        interrupts._stop("interrupt")  # what the watcher does on Ctrl-C; no query runs yet
+        fallback = threading.Timer(20.0, con.interrupt)  # a failing test must not hang
+        fallback.start()
+        t0 = time.monotonic()
+        try:
+            with pytest.raises((KeyboardInterrupt, duckdb.InterruptException)):
+                con.sql("SELECT count(*) FROM pairs a, pairs b, pairs c").fetchall()
+        finally:
+            fallback.cancel()
+        assert time.monotonic() - t0 < 3.0 and interrupts.stop_reason() == "interrupt"
