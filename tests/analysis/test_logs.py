@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import duckdb
@@ -13,6 +12,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from clirun import fresh_process_signals
 
 from hardstat import schema
 from hardstat.analysis import logs
@@ -558,21 +558,6 @@ def test_ctrl_c_reaches_queries_that_do_not_go_through_query(tmp_path: Path) -> 
 # how a stopped query ends: Python's KeyboardInterrupt when the handler ran first, else DuckDB's
 # error (this build raises a plain RuntimeError 'Query interrupted', not a duckdb.Error)
 INTERRUPTED = (KeyboardInterrupt, duckdb.InterruptException, RuntimeError)
-
-
-@contextlib.contextmanager
-def fresh_process_signals() -> Iterator[None]:
-    """SIGINT handled as in a new ``hardstat`` process (Python's default handler, no wakeup
-    fd), whatever earlier tests in this process left installed; restored afterwards."""
-    import signal
-
-    handler = signal.signal(signal.SIGINT, signal.default_int_handler)
-    fd = signal.set_wakeup_fd(-1)
-    try:
-        yield
-    finally:
-        signal.set_wakeup_fd(fd)
-        signal.signal(signal.SIGINT, handler)
 
 
 def test_ctrl_c_before_a_query_starts_still_stops_it(tmp_path: Path) -> None:

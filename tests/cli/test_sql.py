@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-from clirun import invoke
+from clirun import fresh_process_signals, invoke
 from runlogs import write_run
 
 from hardstat import schema
@@ -338,18 +338,19 @@ def test_ctrl_c_stops_a_query_at_once(big: Path) -> None:
         os.kill(os.getpid(), signal.SIGINT)
 
     timer = threading.Thread(target=press_ctrl_c)
-    timer.start()
-    try:
-        result = invoke("sql", big, CROSS, "--timeout", "60")
-    finally:
-        done.set()
-        timer.join()
+    with fresh_process_signals():
+        timer.start()
+        try:
+            result = invoke("sql", big, CROSS, "--timeout", "60")
+        finally:
+            done.set()
+            timer.join()
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored
     assert sent, result.output
     took = time.monotonic() - sent[0]
     assert result.exit_code == 130, result.output
     assert result.stderr == "Error: interrupted (Ctrl-C)\n"
     assert took < 2.0
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored
 
 
 def test_ctrl_c_in_a_shell_exits_130_without_traceback(big: Path) -> None:
@@ -359,7 +360,14 @@ def test_ctrl_c_in_a_shell_exits_130_without_traceback(big: Path) -> None:
     import time
 
     cmd = [sys.executable, "-m", "hardstat", "sql", str(big), CROSS]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        cmd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        # Ctrl-C handled as in a terminal even when pytest runs as a background job
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     time.sleep(5)  # imports, footer checks, the query under way (a loaded machine is slow)
     t0 = time.monotonic()
     proc.send_signal(signal.SIGINT)
