@@ -331,7 +331,7 @@ def test_a_second_trainer_of_a_run_is_refused(tmp_path: Path) -> None:
     with runs.RunLock(run_dir):  # as if another `train --resume` were running
         with pytest.raises(RunInUseError, match=r"in use by process \d+ on host"):
             train(TINY, run_dir, resume=True, progress=False)
-        with pytest.raises(RunError, match="already exists"):
+        with pytest.raises(RunError, match=r"in use by process \d+ .*choose another --name"):
             train(TINY, tmp_path / "r", progress=False)  # nor does a new run start there
     assert _files(run_dir) == before
     assert train(TINY, run_dir, resume=True, progress=False, stop_after=3).steps_done == 3
