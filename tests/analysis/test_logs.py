@@ -530,7 +530,6 @@ def test_ctrl_c_reaches_queries_that_do_not_go_through_query(tmp_path: Path) -> 
     import os
     import signal
     import threading
-    import time
 
     from runlogs import write_run
 
@@ -541,17 +540,9 @@ def test_ctrl_c_reaches_queries_that_do_not_go_through_query(tmp_path: Path) -> 
         con = logs.connect(logs.find_runs([run]))
         assert interrupts._armed is not None, "the Ctrl-C watcher is not installed"
         timer = threading.Timer(1.0, os.kill, (os.getpid(), signal.SIGINT))
-        fallback = threading.Timer(20.0, con.interrupt)  # a failing test must not hang
         timer.start()
-        fallback.start()
-        t0 = time.monotonic()
-        try:
-            with pytest.raises(INTERRUPTED):
-                con.sql("SELECT count(*) FROM pairs a, pairs b, pairs c").fetchall()
-        finally:
-            fallback.cancel()
+        elapsed = seconds_to_stop_a_cross_join(con)
         timer.join()
-        elapsed = time.monotonic() - t0
         assert elapsed < 3.0 and interrupts.stop_reason() == "interrupt", elapsed
 
 
@@ -560,13 +551,28 @@ def test_ctrl_c_reaches_queries_that_do_not_go_through_query(tmp_path: Path) -> 
 INTERRUPTED = (KeyboardInterrupt, duckdb.InterruptException, RuntimeError)
 
 
+def seconds_to_stop_a_cross_join(con: duckdb.DuckDBPyConnection) -> float:
+    """Run a query that would take hours; return how long it ran before it was stopped (a
+    fallback interrupt at 20 s, so that a failing test cannot hang the suite)."""
+    import threading
+    import time
+
+    fallback = threading.Timer(20.0, con.interrupt)
+    fallback.start()
+    t0 = time.monotonic()
+    try:
+        with pytest.raises(INTERRUPTED):
+            con.sql("SELECT count(*) FROM pairs a, pairs b, pairs c").fetchall()
+    finally:
+        fallback.cancel()
+    return time.monotonic() - t0
+
+
 def test_ctrl_c_before_a_query_starts_still_stops_it(tmp_path: Path) -> None:
     """DuckDB clears an interrupt when a new query starts executing, so a Ctrl-C that lands
     while no query runs (between two queries, or while one is still being planned) must
     still stop the next one: the watcher keeps interrupting after the first Ctrl-C. (Under
     load, the test above hung this way: its signal arrived before its query executed.)"""
-    import threading
-    import time
 
     from runlogs import write_run
 
@@ -577,13 +583,5 @@ def test_ctrl_c_before_a_query_starts_still_stops_it(tmp_path: Path) -> None:
         con = logs.connect(logs.find_runs([run]))
         assert interrupts._armed is not None, "the Ctrl-C watcher is not installed"
         interrupts._stop("interrupt")  # what the watcher does on Ctrl-C; no query runs yet
-        fallback = threading.Timer(20.0, con.interrupt)  # a failing test must not hang
-        fallback.start()
-        t0 = time.monotonic()
-        try:
-            with pytest.raises(INTERRUPTED):
-                con.sql("SELECT count(*) FROM pairs a, pairs b, pairs c").fetchall()
-        finally:
-            fallback.cancel()
-        elapsed = time.monotonic() - t0
+        elapsed = seconds_to_stop_a_cross_join(con)
         assert elapsed < 3.0 and interrupts.stop_reason() == "interrupt", elapsed

@@ -7,12 +7,11 @@ import io
 import os
 import stat
 import tarfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
-from wordnet_corpus import DEBIAN, HAVE_DEBIAN, NO_DEBIAN, hide_corpus, use_test_corpus
+from wordnet_corpus import DEBIAN, HAVE_DEBIAN, NO_DEBIAN
 
 from hardstat import corpus as corpus_module
 from hardstat.analysis import wordnet as W
@@ -22,19 +21,6 @@ from hardstat.errors import WordNetError
 DOG = ClassInfo(0, "dog", "dog.n.01", "n02084071")
 CAT = ClassInfo(1, "cat", "cat.n.01", "n02121620")
 PIANO = ClassInfo(1, "piano", "piano.n.01", None)  # in neither CIFAR table
-
-
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
-    yield from use_test_corpus(tmp_path_factory)
-
-
-@pytest.fixture
-def no_corpus(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    hide_corpus(monkeypatch, tmp_path)
-
-
-# --- measures -------------------------------------------------------------------------------
 
 
 def test_measures_match_nltk_on_known_pairs(corpus: None) -> None:

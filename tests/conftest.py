@@ -1,4 +1,4 @@
-"""Fixtures shared by the CLI tests."""
+"""Fixtures shared by the test modules: a WordNet corpus NLTK finds, or none."""
 
 from __future__ import annotations
 
