@@ -7,8 +7,9 @@ Two jobs, each printing its figures side by side in one run:
   trainer's own writer (``tests/simlogs.py``) and cached under ``--cache``. Then, each in its
   own process so that peak RSS is that part's alone:
 
-  - ``count``: the per-key aggregation (``count_keys``), M pairs/s, beside a bare DuckDB scan
-    of the same columns (the floor);
+  - ``count``: the per-key aggregation (``count_keys``, which reads the Parquet files with
+    ``hardstat.analysis.keycount``), M pairs/s, beside its SQL reference (DuckDB's hash
+    aggregation) and a bare DuckDB scan of the same columns;
   - ``shuffle``: one within-strata permutation of the 1.6 M keys, ``StrataShuffle`` beside a
     per-stratum ``rng.permutation`` loop;
   - ``full``: the whole analysis with 1,000 permutations and 200 bootstrap draws, per stage,
@@ -119,8 +120,9 @@ def part_count(args: argparse.Namespace) -> dict[str, Any]:
     run = speed_log(args)
     con = logs.connect(logs.find_runs([run]), threads=args.threads)
     n = con.sql("SELECT count(*) FROM pairs").fetchall()[0][0]
-    scans, counts = [], []
-    for _ in range(args.repeat):
+    scans, counts, sqls = [], [], []
+    band = parse_band("0-5")
+    for _ in range(args.repeat):  # alternated, so a change of load hits all three
         t0 = time.perf_counter()
         con.sql(
             "SELECT sum(rank), count(neg_id), count(key_step), count(query_id), max(epoch) "
@@ -128,14 +130,19 @@ def part_count(args: argparse.Namespace) -> dict[str, Any]:
         ).fetchall()
         scans.append(time.perf_counter() - t0)
         t0 = time.perf_counter()
-        keys = count_keys(con, ["sim"], 4096, parse_band("0-5"), filter_runs=False)
+        keys = count_keys(con, ["sim"], 4096, band)
         counts.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        count_keys(con, ["sim"], 4096, band, filter_runs=False, method="sql")
+        sqls.append(time.perf_counter() - t0)
     return {
         "pairs": n,
         "keys": keys.n_keys,
         "scan_seconds": min(scans),
         "count_seconds": min(counts),
         "count_all": counts,
+        "sql_seconds": min(sqls),
+        "sql_all": sqls,
         "rss_mib": peak_rss_mib(),
     }
 
@@ -242,18 +249,21 @@ def speed(args: argparse.Namespace) -> None:
     pairs = float(count["pairs"])
     rate_scan = pairs / float(count["scan_seconds"]) / 1e6
     rate_count = pairs / float(count["count_seconds"]) / 1e6
+    rate_sql = pairs / float(count["sql_seconds"]) / 1e6
     print(
         f"\n== counting: {pairs / 1e6:.1f} M pairs -> {int(count['keys']):,} keys, DuckDB "
         f"{args.threads} threads, best of {args.repeat}"
     )
     print(f"{'':<40}{'seconds':>10}{'M pairs/s':>12}")
     for what, secs, rate in (
-        ("bare scan of the columns (the floor)", count["scan_seconds"], rate_scan),
-        ("count_keys (per-key aggregation)", count["count_seconds"], rate_count),
+        ("bare DuckDB scan of the columns", count["scan_seconds"], rate_scan),
+        ("count_keys, SQL reference (DuckDB)", count["sql_seconds"], rate_sql),
+        ("count_keys (files: keycount)", count["count_seconds"], rate_count),
     ):
         print(f"{what:<40}{secs:>10.2f}{rate:>12.1f}")
     print(
-        f"  ratio count / scan: {rate_count / rate_scan:.2f}; peak RSS {count['rss_mib']:.0f} MiB"
+        f"  ratio files / SQL: {rate_count / rate_sql:.2f}; count / scan: "
+        f"{rate_count / rate_scan:.2f}; peak RSS {count['rss_mib']:.0f} MiB"
     )
     print(f"  target >= 50 M pairs/s: {'MET' if rate_count >= 50 else 'NOT MET'}")
     print(load())

@@ -68,13 +68,14 @@ import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import polars as pl
 
 from hardstat import display
-from hardstat.analysis import stats
+from hardstat.analysis import keycount, stats
 from hardstat.bands import Band, parse_band
 from hardstat.errors import ConfigError, LogError, RunError
 
@@ -200,47 +201,54 @@ def count_keys(
     epochs: Sequence[int] | None = None,
     filter_runs: bool = True,
     legacy_runs: Sequence[str] = (),
+    method: str = "files",
 ) -> KeyTable:
-    """One streaming aggregation of the ``pairs`` view per run into one row per key.
+    """One row per key of ``runs``: pairs, rank sums, pairs in the band, the fitted strata.
 
     ``band`` (a range band) defines the in-band indicator; ``epochs`` keeps only pairs logged
-    in those epochs; ``filter_runs=False`` skips the run filter when ``runs`` is the one run on
-    the connection; ``legacy_runs`` are runs without key_step (grouped by the logged step).
-    Parameters are bound by name (``$run``, ``$epochs``, ``$lo0``, ``$hi0``...).
+    in those epochs; ``legacy_runs`` are runs without key_step (grouped by the logged step).
+    ``method="files"`` (the default) streams each run's Parquet files through
+    :func:`hardstat.analysis.keycount.count_run`, with as many threads as the connection's
+    DuckDB; ``method="sql"`` runs the reference aggregation :data:`_COUNT_SQL` on the
+    connection's ``pairs`` view (``filter_runs=False`` skips its run filter when ``runs`` is
+    the one run on the connection), parameters bound by name (``$run``, ``$epochs``, ``$lo0``,
+    ``$hi0``...). Both give the same table, keys in the same order.
     """
+    if method not in ("files", "sql"):
+        raise ValueError(f"method must be 'files' or 'sql', not {method!r}")
     intervals = band.rank_intervals(queue_size)
-    band_sql = " OR ".join(f"(rank > $lo{i} AND rank <= $hi{i})" for i in range(len(intervals)))
-    band_params: dict[str, Any] = {}
-    for i, (lo, hi) in enumerate(intervals):
-        band_params[f"lo{i}"], band_params[f"hi{i}"] = lo, hi
-    epoch_sql = " AND list_contains($epochs, epoch)" if epochs is not None else ""
-    epoch_params = {"epochs": [int(e) for e in epochs]} if epochs is not None else {}
     parts: dict[str, list[np.ndarray]] = {
         c: [] for c in ("run", "neg", "ks", "step", "m", "r1", "r2", "k")
     }
+    n_self = 0
+    threads = int(con.execute("SELECT current_setting('threads')").fetchall()[0][0])
     for r, name in enumerate(runs):
-        single = not filter_runs and len(runs) == 1
-        where = ("" if single else " AND run = $run") + epoch_sql
-        sql = _COUNT_SQL.format(
-            key="step" if name in legacy_runs else "key_step", band=band_sql, where=where
-        )
-        params = {**band_params, **epoch_params, **({} if single else {"run": name})}
-        cols = _numpy(con, sql, params)
-        parts["run"].append(np.full(cols["m"].size, r, np.int64))
-        parts["neg"].append(cols["neg_id"].astype(np.int64))
-        parts["ks"].append(cols["key_step"].astype(np.int64))
-        parts["step"].append(cols["step"].astype(np.int64))
+        if method == "files":
+            got = keycount.count_run(
+                _pairs_files(con, name),
+                intervals,
+                epochs=epochs,
+                legacy=name in legacy_runs,
+                check_stop=_check_stop,
+                threads=threads,
+            )
+        else:
+            got = _count_sql(
+                con,
+                name,
+                intervals,
+                epochs,
+                single=not filter_runs and len(runs) == 1,
+                legacy=name in legacy_runs,
+            )
+        n_self += got.n_self
+        parts["run"].append(np.full(got.n_keys, r, np.int64))
+        for c, a in (("neg", got.neg), ("ks", got.key_step), ("step", got.step)):
+            parts[c].append(a)
         for c in ("m", "r1", "r2", "k"):
-            parts[c].append(cols[c].astype(np.float64))
+            parts[c].append(getattr(got, c))
     col = {c: np.concatenate(v) if v else np.zeros(0) for c, v in parts.items()}
     del parts
-    n_self = int(
-        _fetch_named(
-            con,
-            _SELF_SQL.format(epochs=epoch_sql),
-            {"runs": list(runs), **epoch_params},
-        )["n"][0]
-    )
     neg_ids, neg = np.unique(col.pop("neg"), return_inverse=True)
     label = _labels(con, runs, neg_ids)[neg.ravel()]
     # strata (run, first logged step, class): sort the keys by one packed code, once
@@ -281,6 +289,60 @@ def count_keys(
         n_self=n_self,
         legacy_runs=tuple(legacy_runs),
     )
+
+
+def _pairs_files(con: Any, run: str) -> list[Path]:
+    from hardstat.analysis import logs
+
+    rows = con.execute("SELECT path FROM runs WHERE run = ?", [run]).fetchall()
+    if not rows:
+        raise LogError(f"run {run} is not on this connection")
+    return logs.table_files(logs.RunInfo(run, Path(rows[0][0]), {}), "pairs")
+
+
+def _check_stop() -> None:
+    """Raise the CLI's one-line error once Ctrl-C or a time limit has stopped the command."""
+    from hardstat import interrupts
+    from hardstat.analysis.logs import translate_error
+
+    if interrupts.stop_reason() is not None:
+        raise translate_error(RuntimeError("stopped"))
+
+
+def _count_sql(
+    con: Any,
+    name: str,
+    intervals: Sequence[tuple[int, int]],
+    epochs: Sequence[int] | None,
+    *,
+    single: bool,
+    legacy: bool,
+) -> keycount.KeyCounts:
+    """The reference: :data:`_COUNT_SQL` and :data:`_SELF_SQL` for one run, keys sorted by
+    (neg_id, key_step) like :func:`keycount.count_run`."""
+    band_sql = " OR ".join(f"(rank > $lo{i} AND rank <= $hi{i})" for i in range(len(intervals)))
+    params: dict[str, Any] = {}
+    for i, (lo, hi) in enumerate(intervals):
+        params[f"lo{i}"], params[f"hi{i}"] = lo, hi
+    epoch_sql = " AND list_contains($epochs, epoch)" if epochs is not None else ""
+    if epochs is not None:
+        params["epochs"] = [int(e) for e in epochs]
+    where = ("" if single else " AND run = $run") + epoch_sql
+    sql = _COUNT_SQL.format(
+        key="step" if legacy else "coalesce(key_step, -1)", band=band_sql, where=where
+    )
+    cols = _numpy(con, sql, {**params, **({} if single else {"run": name})})
+    epoch_params = {"epochs": params["epochs"]} if epochs is not None else {}
+    n_self = int(
+        _fetch_named(con, _SELF_SQL.format(epochs=epoch_sql), {"runs": [name], **epoch_params})[
+            "n"
+        ][0]
+    )
+    neg, ks = cols["neg_id"].astype(np.int64), cols["key_step"].astype(np.int64)
+    order = np.lexsort((ks, neg))
+    m, r1, r2, k = (cols[c].astype(np.float64)[order] for c in ("m", "r1", "r2", "k"))
+    step = cols["step"].astype(np.int64)[order]
+    return keycount.KeyCounts(neg[order], ks[order], step, m, r1, r2, k, n_self)
 
 
 def _epochs_of(con: Any, runs: Sequence[str], run: np.ndarray, step: np.ndarray) -> np.ndarray:

@@ -1,0 +1,176 @@
+"""Per-key counting read from the Parquet files (hardstat.analysis.keycount) against the SQL
+reference (consistency._COUNT_SQL) and a slow per-row dictionary: queue logs with self-negatives
+and two keys of one image in the queue, old logs without key_step, an epoch filter, several
+runs, in-batch and irregular rows, a step split between files, and a damaged file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from runlogs import rewrite_as_version, write_run
+from simlogs import SimSpec, simulate
+
+from hardstat.analysis import keycount, logs
+from hardstat.analysis.consistency import KeyTable, count_keys
+from hardstat.bands import parse_band
+from hardstat.errors import LogError
+
+# batch 64, K = 512 over 1,000 images: at each epoch boundary the queue holds the last batches
+# of one epoch and the first of the next, so some images have two keys in one queue and some
+# queries meet their own earlier key (a self-negative)
+SPEC = SimSpec(n_images=1000, batch=64, queue=512, every=3, logged_steps=40, queries=8)
+FIELDS = ("run", "neg", "key_step", "epoch", "step", "label", "m", "h_sum", "h_sq", "k")
+FIELDS += ("stratum", "fitted_h", "fitted_b")
+
+
+def same(a: KeyTable, b: KeyTable) -> None:
+    assert a.runs == b.runs and a.n_self == b.n_self and a.n_params == b.n_params
+    assert np.array_equal(a.neg_ids, b.neg_ids)
+    for f in FIELDS:
+        x, y = getattr(a, f), getattr(b, f)
+        assert x.shape == y.shape, f
+        assert np.allclose(x, y, rtol=0, atol=1e-9), f
+
+
+def both(con, runs, k, band="0-5", **kw) -> tuple[KeyTable, KeyTable]:  # type: ignore[no-untyped-def]
+    b = parse_band(band)
+    return count_keys(con, runs, k, b, **kw), count_keys(con, runs, k, b, method="sql", **kw)
+
+
+@pytest.fixture(scope="module")
+def queue_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return simulate(SPEC.scenario("D", 0.05), 3, tmp_path_factory.mktemp("kc"), "q")[0]
+
+
+def test_queue_log_matches_the_sql_reference_and_a_slow_count(queue_run: Path) -> None:
+    con = logs.connect(logs.find_runs([queue_run]))
+    files, sql = both(con, ["q"], 512, band="0-5,90-100")
+    same(files, sql)
+    assert files.n_self > 0  # the log has self-negatives, left out and counted
+    # a slow count over every row
+    import pyarrow.parquet as pq
+
+    t = pq.read_table(queue_run / "pairs").to_pydict()
+    slow: dict[tuple[int, int], list[float]] = {}
+    n_self = 0
+    for q, n, ks, r in zip(t["query_id"], t["neg_id"], t["key_step"], t["rank"], strict=True):
+        if n == q:
+            n_self += 1
+            continue
+        e = slow.setdefault((n, ks), [0, 0, 0, 0])
+        e[0] += 1
+        e[1] += (512 - r) / 511
+        e[2] += ((512 - r) / 511) ** 2
+        e[3] += r <= 26 or r > 461  # 0-5 keeps ranks 1..26, 90-100 ranks 462..512
+    assert files.n_self == n_self and files.n_keys == len(slow)
+    for i in range(files.n_keys):
+        m, hs, hq, k = slow[(int(files.neg_ids[files.neg[i]]), int(files.key_step[i]))]
+        assert (files.m[i], files.k[i]) == (m, k)
+        assert files.h_sum[i] == pytest.approx(hs) and files.h_sq[i] == pytest.approx(hq)
+
+
+def test_the_fast_path_takes_two_keys_of_one_image_and_self_negatives(queue_run: Path) -> None:
+    """Every logged step of the queue log goes through the (Q, K) matrix, none is sorted."""
+    import pyarrow.parquet as pq
+
+    t = pq.read_table(queue_run / "pairs")
+    cols = {c: t.column(c).to_numpy() for c in ("step", "query_id", "neg_id", "rank", "key_step")}
+    doubled = selfs = 0
+    scratch = keycount._Scratch()
+    for s in np.unique(cols["step"]):
+        at = cols["step"] == s
+        q, n, r, ks = (cols[c][at] for c in ("query_id", "neg_id", "rank", "key_step"))
+        first = n[q == q[0]]
+        doubled += np.unique(first).size < first.size
+        selfs += bool((n == q).any())
+        got = keycount._one_queue(q, n, r, ks, n == q, [(0, 26)], scratch)
+        assert got is not None, s
+        ref = keycount._grouped(q, n, r, ks, n == q, [(0, 26)])
+        order = np.lexsort((got[1], got[0]))
+        for x, y in zip((a[order] for a in got), ref, strict=True):
+            assert np.array_equal(x, y)
+    assert doubled > 0 and selfs > 0  # the log exercises both
+
+
+def test_rows_of_another_shape_fall_back_to_grouping(tmp_path: Path) -> None:
+    scratch = keycount._Scratch()
+    q = np.array([1, 1, 1, 2, 2, 2])
+    n = np.array([5, 6, 7, 7, 5, 5])  # query 2 ranks key 5 twice and never key 6
+    r = np.array([1, 2, 3, 1, 2, 3])
+    ks = np.zeros(6, np.int64)
+    own = np.zeros(6, bool)
+    assert keycount._one_queue(q, n, r, ks, own, [(0, 1)], scratch) is None
+    assert keycount._one_queue(q[:5], n[:5], r[:5], ks[:5], own[:5], [(0, 1)], scratch) is None
+    neg, key_step, m, r1, r2, k = keycount._grouped(q, n, r, ks, own, [(0, 1)])
+    assert neg.tolist() == [5, 6, 7] and key_step.tolist() == [0, 0, 0]
+    assert m.tolist() == [3, 1, 2] and r1.tolist() == [6, 2, 4] and r2.tolist() == [14, 4, 10]
+    assert k.tolist() == [1, 0, 1]
+    assert (scratch.table == -1).all()  # the slot map is left clean
+
+
+def test_in_batch_and_irregular_rows(tmp_path: Path) -> None:
+    """Every query its own negatives (in-batch), a step whose rows are split between two files,
+    null ids of random initial keys: the files path equals the SQL reference."""
+    rng = np.random.default_rng(5)
+    steps, queries, negs, ranks, kss = [], [], [], [], []
+    for step in range(6):
+        for query in range(10):
+            others = rng.choice(np.delete(np.arange(30), query), 8, replace=False)
+            steps += [step] * 8
+            queries += [query] * 8
+            negs += others.tolist()
+            ranks += list(range(1, 9))
+            kss += [step] * 8
+    negs = [-1 if i % 17 == 0 else n for i, n in enumerate(negs)]
+    pairs = {
+        "step": np.array(steps, np.int32),
+        "query_id": np.array(queries, np.int32),
+        "neg_id": np.array([None if n < 0 else n for n in negs], object),
+        "rank": np.array(ranks, np.int32),
+        "similarity": np.zeros(len(steps), np.float32),
+        "in_band": np.ones(len(steps), bool),
+        "key_step": np.array(kss, np.int32),
+    }
+    run = write_run(tmp_path, "ib", queue_size=8, pairs=pairs, labels=np.arange(30) % 10)
+    # the same step again in a second file (a resumed or second process's part)
+    import pyarrow.parquet as pq
+
+    (part,) = sorted((run / "pairs").glob("*.parquet"))
+    t = pq.read_table(part)
+    pq.write_table(t.filter(t.column("step").to_numpy() == 5), run / "pairs" / "z-extra.parquet")
+    con = logs.connect(logs.find_runs([run]))
+    files, sql = both(con, ["ib"], 8, band="0-25")
+    same(files, sql)
+    assert files.m.sum() == len(steps) - sum(n < 0 for n in negs) + 80 - sum(
+        n < 0 for n in negs[-80:]
+    )
+
+
+def test_old_logs_epochs_and_several_runs(tmp_path: Path) -> None:
+    a = simulate(SPEC.scenario("A"), 1, tmp_path, "a")[0]
+    b = simulate(SPEC.scenario("A"), 2, tmp_path, "b")[0]
+    rewrite_as_version(b, 2)  # no key_step: keys are (neg_id, logged step)
+    con = logs.connect(logs.find_runs([a, b]))
+    for kw in ({}, {"epochs": [1]}, {"epochs": [0, 2]}):
+        files, sql = both(con, ["a", "b"], 512, legacy_runs=["b"], **kw)
+        same(files, sql)
+        assert files.n_keys > 0
+    files, sql = both(con, ["b"], 512, legacy_runs=["b"])
+    same(files, sql)
+    assert np.array_equal(files.key_step, files.step)  # legacy: the logged step
+
+
+def test_a_damaged_file_is_one_line(tmp_path: Path, queue_run: Path) -> None:
+    import shutil
+
+    run = tmp_path / "q"
+    shutil.copytree(queue_run, run)
+    con = logs.connect(logs.find_runs([run]))
+    (part,) = sorted((run / "pairs").glob("*.parquet"))[:1]
+    data = part.read_bytes()
+    part.write_bytes(data[:100] + bytes(len(data) // 2) + data[100 + len(data) // 2 :])
+    with pytest.raises(LogError) as e:
+        count_keys(con, ["q"], 512, parse_band("0-5"))
+    assert "\n" not in str(e.value) and str(part) in str(e.value)
