@@ -69,7 +69,7 @@ def cli_session() -> Iterator[None]:
             _session_timer = None
         with _lock:
             _targets.clear()
-        _session = False
+        _session, _reason = False, None  # a stop ends with its command
 
 
 def register(target: Any) -> None:

@@ -5,6 +5,7 @@ runs, in-batch and irregular rows, a step split between files, and a damaged fil
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -174,3 +175,19 @@ def test_a_damaged_file_is_one_line(tmp_path: Path, queue_run: Path) -> None:
     with pytest.raises(LogError) as e:
         count_keys(con, ["q"], 512, parse_band("0-5"))
     assert "\n" not in str(e.value) and str(part) in str(e.value)
+
+
+def test_ctrl_c_or_a_time_limit_stops_the_count(queue_run: Path) -> None:
+    """The count runs in Python, not in a DuckDB query, so it looks for a stop between row
+    groups: Ctrl-C (or HARDSTAT_TIMEOUT) during a command ends it with the CLI's one line."""
+    from hardstat import interrupts
+    from hardstat.errors import HardstatError
+
+    con = logs.connect(logs.find_runs([queue_run]))
+    for reason, words in (("interrupt", "interrupted (Ctrl-C)"), ("timeout", "time limit")):
+        with interrupts.cli_session():
+            interrupts._limit = 5.0  # what HARDSTAT_TIMEOUT=5 sets
+            interrupts._stop(reason)
+            with pytest.raises(HardstatError, match=re.escape(words)):
+                count_keys(con, ["q"], 512, parse_band("0-5"))
+    count_keys(con, ["q"], 512, parse_band("0-5"))  # outside a command nothing stops it
