@@ -68,7 +68,6 @@ import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -221,11 +220,14 @@ def count_keys(
         c: [] for c in ("run", "neg", "ks", "step", "m", "r1", "r2", "k")
     }
     n_self = 0
-    threads = int(con.execute("SELECT current_setting('threads')").fetchall()[0][0])
+    from hardstat.analysis import logs
+
+    # DuckDB's threads, at most 8: each holds a row group and its work arrays (~20 MB at K=4096)
+    threads = min(8, int(con.execute("SELECT current_setting('threads')").fetchall()[0][0]))
     for r, name in enumerate(runs):
         if method == "files":
             got = keycount.count_run(
-                _pairs_files(con, name),
+                logs.connected_files(con, name, "pairs"),
                 intervals,
                 epochs=epochs,
                 legacy=name in legacy_runs,
@@ -289,15 +291,6 @@ def count_keys(
         n_self=n_self,
         legacy_runs=tuple(legacy_runs),
     )
-
-
-def _pairs_files(con: Any, run: str) -> list[Path]:
-    from hardstat.analysis import logs
-
-    rows = con.execute("SELECT path FROM runs WHERE run = ?", [run]).fetchall()
-    if not rows:
-        raise LogError(f"run {run} is not on this connection")
-    return logs.table_files(logs.RunInfo(run, Path(rows[0][0]), {}), "pairs")
 
 
 def _check_stop() -> None:

@@ -15,9 +15,10 @@ the first query's rows gives it a column of a (Q, K) matrix of ranks, filled by 
     R[q, slot[neg_id]] = rank                        # (Q, K), every cell filled exactly once
     m, r1, r2, k = Q, sum_q R, sum_q R^2, sum_q [R in band]   # (K,) each
 
-A step that does not have that shape (in-batch negatives, two keys of one image in the queue,
-self-negatives left out, a step split between files) is grouped exactly by sorting its codes.
-Either way keys logged at several steps are merged at the end.
+Two keys of one image in the queue and self-negatives (taken out of the sums afterwards) keep
+that path; a step of another shape (in-batch negatives, three keys of one image, a step cut
+between row groups mid-query) is grouped exactly by sorting its codes. Either way keys logged
+at several steps are merged at the end.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from hardstat.errors import LogError
+from hardstat.errors import HardstatError
 
 _COLUMNS = ("step", "epoch", "query_id", "neg_id", "rank", "key_step")
 _Rows = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]
@@ -84,19 +85,22 @@ def count_run(
     lock = threading.Lock()
 
     def count(path: Path, g: int) -> tuple[list[tuple[np.ndarray, ...]], int]:
-        if not hasattr(local, "files"):
-            local.files, local.scratch = {}, _Scratch()
+        if getattr(local, "path", None) != path:  # row groups come in file order: one file open
+            if getattr(local, "file", None) is not None:  # per thread at a time
+                local.file.close()
+            local.path, local.file = path, None
+            local.file = _open(path)
+            with lock:
+                opened.append(local.file)
+        if not hasattr(local, "scratch"):
+            local.scratch = _Scratch()
+        f = local.file
         try:
-            f = local.files.get(path)
-            if f is None:
-                f = local.files[path] = pq.ParquetFile(path)
-                with lock:
-                    opened.append(f)
             names = set(f.schema_arrow.names)
             columns = [c for c in _COLUMNS if c in names and c not in skip]
             table = f.read_row_group(g, columns=columns)
         except (OSError, pa.ArrowException) as e:
-            raise _corrupt(path, e) from e
+            raise _unreadable(path, e) from e
         got = _rows(table, legacy, wanted)
         if got is None:
             return [], 0
@@ -104,22 +108,23 @@ def count_run(
 
     parts: list[tuple[np.ndarray, ...]] = []
     n_self = 0
+    pool = ThreadPoolExecutor(max(1, threads), thread_name_prefix="hardstat-count")
     try:
-        with ThreadPoolExecutor(max(1, threads), thread_name_prefix="hardstat-count") as pool:
-            pending: deque[Future[tuple[list[tuple[np.ndarray, ...]], int]]] = deque()
-            for path, g in _row_groups(files):
-                if check_stop is not None:
-                    check_stop()
-                pending.append(pool.submit(count, path, g))
-                while len(pending) > 2 * threads:  # bounded memory: a few row groups at once
-                    got, own = pending.popleft().result()
-                    parts.extend(got)
-                    n_self += own
-            while pending:
+        pending: deque[Future[tuple[list[tuple[np.ndarray, ...]], int]]] = deque()
+        for path, g in _row_groups(files):
+            if check_stop is not None:
+                check_stop()
+            pending.append(pool.submit(count, path, g))
+            while len(pending) > 2 * threads:  # bounded memory: a few row groups at once
                 got, own = pending.popleft().result()
                 parts.extend(got)
                 n_self += own
-    finally:
+        while pending:
+            got, own = pending.popleft().result()
+            parts.extend(got)
+            n_self += own
+    finally:  # on a stop or an error, queued row groups are dropped, not read
+        pool.shutdown(wait=True, cancel_futures=True)
         for f in opened:
             f.close()
     return _merge(parts, n_self)
@@ -128,20 +133,27 @@ def count_run(
 def _row_groups(files: Sequence[Path]) -> Iterator[tuple[Path, int]]:
     """(file, row group) of every row group of ``files``, in order."""
     for path in files:
-        try:
-            with pq.ParquetFile(path) as f:
-                n = f.num_row_groups
-        except (OSError, pa.ArrowException) as e:
-            raise _corrupt(path, e) from e
+        with _open(path) as f:
+            n = f.num_row_groups
         for g in range(n):
             yield path, g
 
 
-def _corrupt(path: Path, e: Exception) -> LogError:
-    return LogError(
-        f"log file {path} is corrupt or truncated ({' '.join(str(e).split())[:200]}); "
-        "move it out of the run directory (or restore it) and try again"
-    )
+def _open(path: Path) -> pq.ParquetFile:
+    try:
+        return pq.ParquetFile(path)
+    except (OSError, pa.ArrowException) as e:
+        raise _unreadable(path, e) from e
+
+
+def _unreadable(path: Path, e: Exception) -> HardstatError:
+    """The analyses' one-line errors: permission or file-system problems as such, a file that
+    cannot be decoded as corrupt (what the SQL path says through DuckDB)."""
+    from hardstat.analysis import logs
+
+    if isinstance(e, OSError) and e.errno is not None:  # pyarrow's decoding errors have none
+        return logs._unreadable(path, e)
+    return logs._corrupt(path, str(e))
 
 
 def _rows(table: pa.Table, legacy: bool, wanted: np.ndarray | None) -> _Rows | None:
@@ -152,8 +164,10 @@ def _rows(table: pa.Table, legacy: bool, wanted: np.ndarray | None) -> _Rows | N
     neg_col = table.column("neg_id")
     neg = pc.fill_null(neg_col, -1).to_numpy() if neg_col.null_count else neg_col.to_numpy()
     rank = table.column("rank").to_numpy()
-    if legacy or "key_step" not in table.column_names:
+    if legacy:
         key_step = step
+    elif "key_step" not in table.column_names:  # read as null, like the SQL views do
+        key_step = np.full(step.size, -1, np.int32)
     else:
         ks_col = table.column("key_step")
         key_step = pc.fill_null(ks_col, -1).to_numpy() if ks_col.null_count else ks_col.to_numpy()
@@ -200,6 +214,7 @@ class _Scratch:
         self.table = np.full(1024, -1, np.int32)
         self._bufs: dict[str, np.ndarray] = {}
         self._offsets = np.zeros(0, np.int64)
+        self._shape = (0, 0)
 
     def assign(self, ids: np.ndarray, top: int) -> np.ndarray:
         """Slots 0.. for ``ids``; the table covers ids below ``top``."""
@@ -219,8 +234,9 @@ class _Scratch:
 
     def offsets(self, q: int, n: int) -> np.ndarray:
         """(Q*n,) the first flat index of each row's query: 0 x n, n x n, ..."""
-        if self._offsets.size != q * n or (q > 1 and self._offsets[n] != n):
+        if self._shape != (q, n):
             self._offsets = np.arange(0, q * n, n, dtype=np.int64).repeat(n)
+            self._shape = (q, n)
         return self._offsets
 
 

@@ -20,6 +20,7 @@ import glob as _glob
 import json
 import os
 import re
+import weakref
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -290,13 +291,37 @@ def _corrupt(path: Path | str, detail: str) -> LogError:
     )
 
 
-def _table_source(table: str, runs: Sequence[RunInfo]) -> str:
+_CONNECTED: weakref.WeakKeyDictionary[Any, dict[tuple[str, str], list[Path]]] = (
+    weakref.WeakKeyDictionary()
+)
+"""The files behind each connection's views, per (run, table), as listed when it opened."""
+
+
+def connected_files(con: Any, run: str, table: str) -> list[Path]:
+    """The files of ``table`` of ``run`` that ``con``'s views read: listed once, when
+    :func:`connect` opened it, so files a still-training run adds later are not among them.
+    A connection made elsewhere gets the run directory's files as listed now."""
+    known = _CONNECTED.get(con)
+    if known is not None and (run, table) in known:
+        return list(known[(run, table)])
+    rows = con.execute("SELECT path FROM runs WHERE run = ?", [run]).fetchall()
+    if not rows:
+        raise RunError(f"run {run} is not on this connection")
+    return table_files(RunInfo(run, Path(rows[0][0]), {}), table)
+
+
+def _table_source(
+    table: str, runs: Sequence[RunInfo], found: dict[tuple[str, str], list[Path]] | None = None
+) -> str:
     """SQL reading one table of the runs; runs of an older schema version read with each later
-    column set to its default (one ``read_parquet`` per version present)."""
+    column set to its default (one ``read_parquet`` per version present). ``found`` collects
+    the files per (run, table)."""
     cols = schema.TABLES[table].columns
     by_version: dict[int, list[str]] = {}
     for r in runs:
         files = table_files(r, table)  # listed, each a glob that matches only itself
+        if found is not None:
+            found[(r.name, table)] = files
         if files:
             version = int(r.manifest.get("schema_version", schema.SCHEMA_VERSION))
             by_version.setdefault(version, []).extend(glob_literal(str(f)) for f in files)
@@ -387,8 +412,10 @@ def connect(
         con.register("_runs_arrow", runs_arrow)
         con.execute("CREATE TABLE runs AS SELECT * FROM _runs_arrow")
         con.unregister("_runs_arrow")
+        found: dict[tuple[str, str], list[Path]] = {}
         for table in schema.TABLES:
-            con.execute(f"CREATE VIEW {table} AS {_table_source(table, runs)}")
+            con.execute(f"CREATE VIEW {table} AS {_table_source(table, runs, found)}")
+        _CONNECTED[con] = found
         if read_only:
             # each run directory as itself and as the literal glob that lists its files
             dirs = sorted({d + "/" for r in runs for d in (str(r.path), glob_literal(str(r.path)))})

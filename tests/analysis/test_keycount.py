@@ -16,7 +16,7 @@ from simlogs import SimSpec, simulate
 from hardstat.analysis import keycount, logs
 from hardstat.analysis.consistency import KeyTable, count_keys
 from hardstat.bands import parse_band
-from hardstat.errors import LogError
+from hardstat.errors import CorruptLogError
 
 # batch 64, K = 512 over 1,000 images: at each epoch boundary the queue holds the last batches
 # of one epoch and the first of the next, so some images have two keys in one queue and some
@@ -31,8 +31,7 @@ def same(a: KeyTable, b: KeyTable) -> None:
     assert np.array_equal(a.neg_ids, b.neg_ids)
     for f in FIELDS:
         x, y = getattr(a, f), getattr(b, f)
-        assert x.shape == y.shape, f
-        assert np.allclose(x, y, rtol=0, atol=1e-9), f
+        assert np.array_equal(x, y), f  # integer sums in float64: exactly equal
 
 
 def both(con, runs, k, band="0-5", **kw) -> tuple[KeyTable, KeyTable]:  # type: ignore[no-untyped-def]
@@ -104,6 +103,14 @@ def test_rows_of_another_shape_fall_back_to_grouping(tmp_path: Path) -> None:
     own = np.zeros(6, bool)
     assert keycount._one_queue(q, n, r, ks, own, [(0, 1)], scratch) is None
     assert keycount._one_queue(q[:5], n[:5], r[:5], ks[:5], own[:5], [(0, 1)], scratch) is None
+    # queries interleaved rather than each with its rows together
+    q2, n2 = np.array([1, 2, 1, 2]), np.array([5, 5, 6, 6])
+    r2, z = np.array([1, 1, 2, 2]), np.zeros(4, np.int64)
+    assert keycount._one_queue(q2, n2, r2, z, z.astype(bool), [(0, 1)], scratch) is None
+    # a key of another step under the same id, in another query
+    ks3 = np.array([0, 0, 0, 0, 0, 9])
+    q3, n3, r3 = np.array([1, 1, 1, 2, 2, 2]), np.array([5, 6, 7, 7, 6, 5]), np.tile([1, 2, 3], 2)
+    assert keycount._one_queue(q3, n3, r3, ks3, np.zeros(6, bool), [(0, 1)], scratch) is None
     neg, key_step, m, r1, r2, k = keycount._grouped(q, n, r, ks, own, [(0, 1)])
     assert neg.tolist() == [5, 6, 7] and key_step.tolist() == [0, 0, 0]
     assert m.tolist() == [3, 1, 2] and r1.tolist() == [6, 2, 4] and r2.tolist() == [14, 4, 10]
@@ -172,12 +179,14 @@ def test_a_damaged_file_is_one_line(tmp_path: Path, queue_run: Path) -> None:
     (part,) = sorted((run / "pairs").glob("*.parquet"))[:1]
     data = part.read_bytes()
     part.write_bytes(data[:100] + bytes(len(data) // 2) + data[100 + len(data) // 2 :])
-    with pytest.raises(LogError) as e:
+    with pytest.raises(CorruptLogError) as e:  # what the SQL path says, so the report stops
         count_keys(con, ["q"], 512, parse_band("0-5"))
     assert "\n" not in str(e.value) and str(part) in str(e.value)
 
 
-def test_ctrl_c_or_a_time_limit_stops_the_count(queue_run: Path) -> None:
+def test_ctrl_c_or_a_time_limit_stops_the_count(
+    queue_run: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The count runs in Python, not in a DuckDB query, so it looks for a stop between row
     groups: Ctrl-C (or HARDSTAT_TIMEOUT) during a command ends it with the CLI's one line."""
     from hardstat import interrupts
@@ -186,8 +195,80 @@ def test_ctrl_c_or_a_time_limit_stops_the_count(queue_run: Path) -> None:
     con = logs.connect(logs.find_runs([queue_run]))
     for reason, words in (("interrupt", "interrupted (Ctrl-C)"), ("timeout", "time limit")):
         with interrupts.cli_session():
-            interrupts._limit = 5.0  # what HARDSTAT_TIMEOUT=5 sets
+            monkeypatch.setattr(interrupts, "_limit", 5.0)  # what HARDSTAT_TIMEOUT=5 sets
             interrupts._stop(reason)
             with pytest.raises(HardstatError, match=re.escape(words)):
                 count_keys(con, ["q"], 512, parse_band("0-5"))
     count_keys(con, ["q"], 512, parse_band("0-5"))  # outside a command nothing stops it
+
+
+def _queue_rows(step: int, queries: list[int], keys: list[int], rng: np.random.Generator) -> dict:
+    """One logged step of a queue: every query ranks the same keys (key_step = step - 1)."""
+    out: dict[str, list] = {c: [] for c in ("step", "query_id", "neg_id", "rank", "key_step")}
+    for q in queries:
+        out["step"] += [step] * len(keys)
+        out["query_id"] += [q] * len(keys)
+        out["neg_id"] += rng.permutation(keys).tolist()
+        out["rank"] += list(range(1, len(keys) + 1))
+        out["key_step"] += [step - 1] * len(keys)
+    return out
+
+
+def test_steps_of_different_shapes_in_one_thread(tmp_path: Path) -> None:
+    """4 queries x 3 keys, then 2 x 6 (the same number of rows), then 1 x 12, then a queue
+    still filling (null ids of random initial keys): the work arrays of one thread are reused
+    across shapes, and one thread or three give the same table as the SQL."""
+    rng = np.random.default_rng(2)
+    steps = [
+        _queue_rows(1, [0, 1, 2, 3], [10, 11, 12], rng),
+        _queue_rows(2, [4, 5], [13, 14, 15, 16, 17, 18], rng),
+        _queue_rows(3, [6], list(range(20, 32)), rng),
+        _queue_rows(4, [7, 8, 9], [33, 34, 35, 36], rng),
+    ]
+    rows = {c: [v for s in steps for v in s[c]] for c in steps[0]}
+    neg = np.array(rows["neg_id"], object)
+    neg[(np.array(rows["step"]) == 4) & np.isin(np.array(rows["neg_id"]), [35, 36])] = None
+    pairs = {
+        "step": np.array(rows["step"], np.int32),
+        "query_id": np.array(rows["query_id"], np.int32),
+        "neg_id": neg,
+        "rank": np.array(rows["rank"], np.int32),
+        "similarity": np.zeros(len(neg), np.float32),
+        "in_band": np.ones(len(neg), bool),
+        "key_step": np.array(rows["key_step"], np.int32),
+    }
+    run = write_run(tmp_path, "sh", queue_size=12, pairs=pairs, labels=np.arange(40) % 10)
+    # one row group per step, as the trainer writes them
+    import pyarrow.parquet as pq
+
+    (part,) = sorted((run / "pairs").glob("*.parquet"))
+    t = pq.read_table(part)
+    part.unlink()
+    with pq.ParquetWriter(part, t.schema) as w:
+        for s in (1, 2, 3, 4):
+            w.write_table(t.filter(t.column("step").to_numpy() == s))
+    files = logs.table_files(logs.find_runs([run])[0], "pairs")
+    one = keycount.count_run(files, [(0, 3)], threads=1)
+    three = keycount.count_run(files, [(0, 3)], threads=3)
+    for f in ("neg", "key_step", "step", "m", "r1", "r2", "k"):
+        assert np.array_equal(getattr(one, f), getattr(three, f)), f
+    assert one.n_keys == 3 + 6 + 12 + 2 and one.m.sum() == 12 + 12 + 12 + 6
+    con = logs.connect(logs.find_runs([run]))
+    same(*both(con, ["sh"], 12, band="0-25"))
+
+
+def test_a_file_the_run_adds_after_the_connection_is_not_counted(
+    queue_run: Path, tmp_path: Path
+) -> None:
+    """A run still training writes new parts: the count reads the files the connection's
+    views read (listed when it opened), like the SQL path."""
+    import shutil
+
+    run = tmp_path / "q"
+    shutil.copytree(queue_run, run)
+    con = logs.connect(logs.find_runs([run]))
+    before = count_keys(con, ["q"], 512, parse_band("0-5"))
+    (part,) = sorted((run / "pairs").glob("*.parquet"))[:1]
+    shutil.copy(part, run / "pairs" / "part-p000-999999.parquet")
+    same(before, count_keys(con, ["q"], 512, parse_band("0-5")))
+    same(*both(con, ["q"], 512))
