@@ -4,8 +4,9 @@ A key is (run, neg_id, key_step): one augmented view of one image, enqueued at k
 every key the consistency analysis needs ``m`` (its pairs), ``r1`` = sum of rank, ``r2`` = sum
 of rank squared, ``k`` (pairs whose rank lies in the hard band) and the first step it was
 logged at. :data:`hardstat.analysis.consistency._COUNT_SQL` computes the same in DuckDB and is
-the reference (tests compare the two); DuckDB's hash aggregation into ~1.6 M keys runs at about
-a tenth of its bare scan, this reader at several times its speed.
+the reference (tests compare the two). DuckDB's hash aggregation into ~1.6 M keys runs at a
+small fraction of its bare scan; this reader is faster than it, more so on a busy machine
+(``python bench/bench_consistency.py --part speed`` prints both, side by side).
 
 How: the rows of a logged step are read one Parquet row group at a time. In a queue log every
 logged query of a step ranks the same K keys and its rows lie together, so a key's position in
