@@ -30,6 +30,7 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pyarrow as pa
@@ -39,7 +40,16 @@ import pyarrow.parquet as pq
 from hardstat.errors import HardstatError
 
 _COLUMNS = ("step", "epoch", "query_id", "neg_id", "rank", "key_step")
-_Rows = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]
+
+
+class _Rows(NamedTuple):
+    """Rows of the pairs table, one (N,) array per column."""
+
+    query: np.ndarray
+    neg: np.ndarray
+    rank: np.ndarray
+    key_step: np.ndarray
+    own: np.ndarray  # a self-negative pair (neg_id = query_id): counted, then left out
 
 
 @dataclass(frozen=True)
@@ -105,7 +115,8 @@ def count_run(
         got = _rows(table, legacy, wanted)
         if got is None:
             return [], 0
-        return _steps(*got, intervals, local.scratch), int(np.count_nonzero(got[-1]))
+        step, rows = got
+        return _steps(step, rows, intervals, local.scratch), int(np.count_nonzero(rows.own))
 
     parts: list[tuple[np.ndarray, ...]] = []
     n_self = 0
@@ -157,7 +168,9 @@ def _unreadable(path: Path, e: Exception) -> HardstatError:
     return logs._corrupt(path, str(e))
 
 
-def _rows(table: pa.Table, legacy: bool, wanted: np.ndarray | None) -> _Rows | None:
+def _rows(
+    table: pa.Table, legacy: bool, wanted: np.ndarray | None
+) -> tuple[np.ndarray, _Rows] | None:
     """A row group's rows with a negative's id (in the wanted epochs): step, query_id, neg_id,
     rank, key_step and whether the pair is a self-negative (counted, then left out)."""
     step = table.column("step").to_numpy()
@@ -179,19 +192,11 @@ def _rows(table: pa.Table, legacy: bool, wanted: np.ndarray | None) -> _Rows | N
         return None
     if not keep.all():
         step, query, neg, rank, key_step = (a[keep] for a in (step, query, neg, rank, key_step))
-    own = neg == query
-    return step, query, neg, rank, key_step, own
+    return step, _Rows(query, neg, rank, key_step, neg == query)
 
 
 def _steps(
-    step: np.ndarray,
-    query: np.ndarray,
-    neg: np.ndarray,
-    rank: np.ndarray,
-    key_step: np.ndarray,
-    own: np.ndarray,
-    intervals: Sequence[tuple[int, int]],
-    scratch: _Scratch,
+    step: np.ndarray, rows: _Rows, intervals: Sequence[tuple[int, int]], scratch: _Scratch
 ) -> list[tuple[np.ndarray, ...]]:
     """Per-key sums of each run of rows with one step value, self-negatives (``own``) left
     out."""
@@ -199,10 +204,10 @@ def _steps(
     bounds = np.r_[0, cuts, step.size]
     out = []
     for a, z in zip(bounds[:-1].tolist(), bounds[1:].tolist(), strict=True):
-        rows = (query[a:z], neg[a:z], rank[a:z], key_step[a:z], own[a:z])
-        got = _one_queue(*rows, intervals, scratch)
+        part = _Rows(*(c[a:z] for c in rows))
+        got = _one_queue(part, intervals, scratch)
         if got is None:
-            got = _grouped(*rows, intervals)
+            got = _grouped(part, intervals)
         out.append((*got[:2], np.full(got[0].size, int(step[a]), np.int64), *got[2:]))
     return out
 
@@ -249,16 +254,11 @@ def _in_band(rank: np.ndarray, intervals: Sequence[tuple[int, int]]) -> np.ndarr
 
 
 def _one_queue(
-    query: np.ndarray,
-    neg: np.ndarray,
-    rank: np.ndarray,
-    key_step: np.ndarray,
-    own: np.ndarray,
-    intervals: Sequence[tuple[int, int]],
-    scratch: _Scratch,
+    rows: _Rows, intervals: Sequence[tuple[int, int]], scratch: _Scratch
 ) -> tuple[np.ndarray, ...] | None:
     """The queue layout: Q queries, each with its rows together, all ranking the same n keys.
     None when the rows have another shape."""
+    query, neg, rank, key_step, own = rows
     size = query.size
     change = query != query[0]
     n = int(np.argmax(change)) or size  # rows of the first query
@@ -327,16 +327,9 @@ def _one_queue(
     return neg0.astype(np.int64), ks0.astype(np.int64), m, r1, r2, k
 
 
-def _grouped(
-    query: np.ndarray,
-    neg: np.ndarray,
-    rank: np.ndarray,
-    key_step: np.ndarray,
-    own: np.ndarray,
-    intervals: Sequence[tuple[int, int]],
-) -> tuple[np.ndarray, ...]:
+def _grouped(rows: _Rows, intervals: Sequence[tuple[int, int]]) -> tuple[np.ndarray, ...]:
     """Any rows: group by (neg_id, key_step) by sorting."""
-    del query
+    _, neg, rank, key_step, own = rows
     if own.any():
         neg, rank, key_step = neg[~own], rank[~own], key_step[~own]
     code = (neg.astype(np.int64) << 32) | (key_step.astype(np.int64) + 1)
