@@ -300,14 +300,23 @@ def speed(args: argparse.Namespace) -> None:
 
 
 # -- calibration -----------------------------------------------------------------------------
-def scenario_spec(name: str) -> SimSpec:
+PLANTED_EFFECT = 0.35  # scenario E's default: the shift of a planted image's key similarities
+
+
+def scenario_spec(name: str, planted_effect: float = PLANTED_EFFECT) -> SimSpec:
     base = SimSpec()
     if name == "E":
-        return SimSpec(**{**base.__dict__, "planted": 500, "planted_effect": 0.35})
+        return SimSpec(**{**base.__dict__, "planted": 500, "planted_effect": planted_effect})
     return base.scenario(name, IMAGE_SD)
 
 
-def one_sim(scenario: str, index: int, permutations: int, bootstrap: int) -> dict[str, Any]:
+def one_sim(
+    scenario: str,
+    index: int,
+    permutations: int,
+    bootstrap: int,
+    planted_effect: float = PLANTED_EFFECT,
+) -> dict[str, Any]:
     import shutil
 
     from hardstat.analysis import logs
@@ -317,7 +326,7 @@ def one_sim(scenario: str, index: int, permutations: int, bootstrap: int) -> dic
     try:
         t0 = time.perf_counter()
         seed = 1000 * SCENARIOS.index(scenario) + index
-        run, truth = simulate(scenario_spec(scenario), seed, root, "sim")
+        run, truth = simulate(scenario_spec(scenario, planted_effect), seed, root, "sim")
         t1 = time.perf_counter()
         con = logs.connect(logs.find_runs([run]))
         r = consistency(con, permutations=permutations, bootstrap=bootstrap, shuffle_check=False)
@@ -333,6 +342,7 @@ def one_sim(scenario: str, index: int, permutations: int, bootstrap: int) -> dic
         return {
             "scenario": scenario,
             "index": index,
+            **({"planted_effect": planted_effect} if scenario == "E" else {}),
             "p": r.p_value,
             "statistic": r.persistence.statistic,
             "ci": list(r.persistence.ci),
@@ -355,14 +365,20 @@ def one_sim(scenario: str, index: int, permutations: int, bootstrap: int) -> dic
 def calibration(args: argparse.Namespace) -> None:
     path = Path(args.results)
     path.parent.mkdir(parents=True, exist_ok=True)
-    done = {(r["scenario"], r["index"]) for r in read_results(path)}
+
+    def label(scenario: str, effect: float | None) -> str:  # E at another effect is its own row
+        if scenario != "E" or effect in (None, PLANTED_EFFECT):
+            return scenario
+        return f"E@{effect:g}"
+
+    done = {(label(r["scenario"], r.get("planted_effect")), r["index"]) for r in read_results(path)}
     scenarios = [s for s in args.scenarios.split(",") if s]
     print(f"machine: {machine()}\n{load()}", file=sys.stderr)
     for index in range(args.sims):  # interleaved, so a stopped job has every scenario
         for scenario in scenarios:
-            if (scenario, index) in done:
+            if (label(scenario, args.planted_effect), index) in done:
                 continue
-            row = one_sim(scenario, index, args.permutations, args.bootstrap)
+            row = one_sim(scenario, index, args.permutations, args.bootstrap, args.planted_effect)
             with path.open("a") as f:
                 f.write(json.dumps(row) + "\n")
             print(
@@ -397,15 +413,28 @@ def summary(args: argparse.Namespace) -> None:
         f"{'scenario':<10}{'n':>5}{'reject @0.05':>14}{'95% CI':>18}{'mean stat':>11}"
         f"{'CI covers':>11}{'any call':>10}{'mean FDP':>10}{'recall':>9}{'s/sim':>8}"
     )
-    for s in SCENARIOS:
-        sub = [r for r in rows if r["scenario"] == s]
+    effects = sorted(
+        {float(r.get("planted_effect", PLANTED_EFFECT)) for r in rows if r["scenario"] == "E"}
+    )
+    groups = [(s, s) for s in SCENARIOS if s != "E"] + [
+        ("E" if e == PLANTED_EFFECT else f"E@{e:g}", e) for e in effects
+    ]
+    for name, key in groups:
+        s = "E" if name.startswith("E") else name
+        sub = [
+            r
+            for r in rows
+            if r["scenario"] == s
+            and (s != "E" or float(r.get("planted_effect", PLANTED_EFFECT)) == key)
+        ]
         if not sub:
             continue
         n = len(sub)
         rej = sum(float(r["p"]) < 0.05 for r in sub)
         lo, hi = wilson(rej, n)
         stats_ = np.array([float(r["statistic"]) for r in sub])
-        truth = 0.0 if s in ("A", "B", "E") else float(stats_.mean())
+        # A, B: no persistence, truth 0; C, D, E: the mean estimate over the scenario's logs
+        truth = 0.0 if s in ("A", "B") else float(stats_.mean())
         normal = [r for r in sub if r.get("interval") == "normal"]
         cover = np.mean([r["ci"][0] <= truth <= r["ci"][1] for r in normal]) if normal else np.nan
         any_call = np.mean([int(r["calls"]) > 0 for r in sub])
@@ -423,13 +452,14 @@ def summary(args: argparse.Namespace) -> None:
         recall = f"{np.mean(recalls):.3f}" if recalls else "-"
         secs = np.mean([float(r["seconds_simulate"]) + float(r["seconds_analyse"]) for r in sub])
         print(
-            f"{s:<10}{n:>5}{rej / n:>14.3f}{f'[{lo:.3f}, {hi:.3f}]':>18}{stats_.mean():>11.4f}"
+            f"{name:<10}{n:>5}{rej / n:>14.3f}{f'[{lo:.3f}, {hi:.3f}]':>18}{stats_.mean():>11.4f}"
             f"{cover:>11.3f}{any_call:>10.3f}{fdp:>10.3f}{recall:>9}{secs:>8.0f}"
         )
     print(
         "CI covers: share of 95% bootstrap intervals of the persistence statistic (estimate -/+ "
         "1.96 bootstrap SE, logs analysed since that became the interval) that contain the truth "
-        "(0 for A, B, E; the mean estimate over the scenario's logs for C, D)"
+        "(0 for A, B; the mean estimate over the scenario's logs for C, D, E). E@x: scenario E "
+        f"with planted effect x (E: {PLANTED_EFFECT:g})"
     )
 
 
@@ -453,6 +483,13 @@ def main() -> None:
     )
     p.add_argument("--sims", type=int, default=200, help="calibration logs per scenario")
     p.add_argument("--scenarios", default=",".join(SCENARIOS))
+    p.add_argument(
+        "--planted-effect",
+        type=float,
+        default=PLANTED_EFFECT,
+        help="scenario E: shift of a planted image's key similarities (a power curve: rerun "
+        "with several values)",
+    )
     p.add_argument(
         "--results",
         default="/tmp/hardstat-bench/consistency-calibration.jsonl",
