@@ -249,20 +249,28 @@ def count_keys(
             parts[c].append(a)
         for c in ("m", "r1", "r2", "k"):
             parts[c].append(getattr(got, c))
-    col = {c: np.concatenate(v) if v else np.zeros(0) for c, v in parts.items()}
+    col = {c: np.concatenate(v) if v else np.zeros(0, np.int64) for c, v in parts.items()}
     del parts
-    neg_ids, neg = np.unique(col.pop("neg"), return_inverse=True)
-    label = _labels(con, runs, neg_ids)[neg.ravel()]
-    # strata (run, first logged step, class): sort the keys by one packed code, once
-    code = (col["run"] * (1 << 32) + col["step"]) * 4096 + (label + 1)
-    order = np.argsort(code, kind="stable")
-    code = code[order]
-    stratum = np.cumsum(np.r_[True, code[1:] != code[:-1]] if code.size else []) - 1
-    del code
-    run, step, key_step = col.pop("run")[order], col.pop("step")[order], col.pop("ks")[order]
+    neg_ids, neg = stats.factorize(col.pop("neg"))
+    label_of = _labels(con, runs, neg_ids)  # (J,) class of each negative, -1 if unknown
+    steps, step_id = stats.factorize(col.pop("step"))
+    ks_values, ks_id = stats.factorize(col.pop("ks"))
+    # strata (run, first logged step, class): dense cell ids in that order
+    low = min(int(label_of.min()), -1) if label_of.size else -1
+    n_labels = int(label_of.max()) - low + 1 if label_of.size else 1  # label - low < n_labels
+    cell = (col.pop("run") * max(steps.size, 1) + step_id) * n_labels + (label_of[neg] - low)
+    del step_id
+    cells, stratum = stats.factorize(cell)
+    del cell
+    # one sort: (stratum, negative, key step), every key once
+    order = _key_order(stratum, neg, ks_id, (cells.size, neg_ids.size, ks_values.size))
+    stratum, neg, key_step = stratum[order], neg[order], ks_values[ks_id[order]]
+    del ks_id
     m, r1, r2, k = (col.pop(c)[order] for c in ("m", "r1", "r2", "k"))
-    neg, label = neg.ravel()[order], label[order]
     del order
+    cell, label = cells[stratum] // n_labels, label_of[neg]
+    run, step = cell // max(steps.size, 1), steps[cell % max(steps.size, 1)]
+    del cell
     kk = float(queue_size)
     h_sum = (kk * m - r1) / (kk - 1)
     h_sq = (kk * kk * m - 2 * kk * r1 + r2) / (kk - 1) ** 2
@@ -275,7 +283,7 @@ def count_keys(
         queue_size=queue_size,
         neg_ids=neg_ids,
         run=run,
-        neg=neg.astype(np.int64),
+        neg=neg,
         key_step=key_step,
         epoch=_epochs_of(con, runs, run, step),
         step=step,
@@ -284,13 +292,26 @@ def count_keys(
         h_sum=h_sum,
         h_sq=h_sq,
         k=k,
-        stratum=np.asarray(stratum, dtype=np.int64),
+        stratum=stratum,
         fitted_h=fit.fitted(h_sum / m),
         fitted_b=fit.fitted(k / m),
         n_params=fit.n_params,
         n_self=n_self,
         legacy_runs=tuple(legacy_runs),
     )
+
+
+def _key_order(
+    stratum: np.ndarray, neg: np.ndarray, ks: np.ndarray, sizes: tuple[int, int, int]
+) -> np.ndarray:
+    """The order of keys by (stratum, negative, key step), all dense codes below ``sizes``:
+    one int64 code sorted by polars (a multi-threaded sort) where the bits fit, else
+    ``np.lexsort``."""
+    bits = [max(int(s) - 1, 1).bit_length() for s in sizes]
+    if sum(bits) > 62:
+        return np.lexsort((ks, neg, stratum))
+    code = (stratum << (bits[1] + bits[2])) | (neg << bits[2]) | ks
+    return pl.Series(code).arg_sort().to_numpy().astype(np.int64, copy=False)
 
 
 def _check_stop() -> None:
@@ -343,17 +364,18 @@ def _epochs_of(con: Any, runs: Sequence[str], run: np.ndarray, step: np.ndarray)
     for steps it lacks)."""
     out = np.full(step.size, -1, np.int64)
     for r, name in enumerate(runs):
-        sel = run == r
-        if not np.any(sel):
+        sel = np.flatnonzero(run == r)
+        if not sel.size:
             continue
+        wanted, inverse = stats.factorize(step[sel])  # the run's distinct steps
         for table in ("queries", "pairs"):
             got = _fetch_named(con, _EPOCH_SQL.format(table=table), {"run": name})
             steps, epochs = got["step"].astype(np.int64), got["epoch"].astype(np.int64)
             order = np.argsort(steps)
             steps, epochs = steps[order], epochs[order]
-            pos = np.clip(np.searchsorted(steps, step[sel]), 0, max(steps.size - 1, 0))
-            if steps.size and np.all(steps[pos] == step[sel]):
-                out[sel] = epochs[pos]
+            pos = np.clip(np.searchsorted(steps, wanted), 0, max(steps.size - 1, 0))
+            if steps.size and np.all(steps[pos] == wanted):
+                out[sel] = epochs[pos][inverse]
                 break
     return out
 

@@ -5,21 +5,25 @@ every key the consistency analysis needs ``m`` (its pairs), ``r1`` = sum of rank
 of rank squared, ``k`` (pairs whose rank lies in the hard band) and the first step it was
 logged at. :data:`hardstat.analysis.consistency._COUNT_SQL` computes the same in DuckDB and is
 the reference (tests compare the two). DuckDB's hash aggregation into ~1.6 M keys runs at a
-small fraction of its bare scan; this reader is faster than it, more so on a busy machine
+small fraction of its bare scan; this reader is 2-3 times faster than it
 (``python bench/bench_consistency.py --part speed`` prints both, side by side).
 
-How: the rows of a logged step are read one Parquet row group at a time. In a queue log every
-logged query of a step ranks the same K keys and its rows lie together, so a key's position in
-the first query's rows gives it a column of a (Q, K) matrix of ranks, filled by one scatter::
+How: the rows of a logged step are read one Parquet row group at a time, two row groups at
+once on two threads. The trainer writes one logged step per row group, so the step and epoch
+of a row group come from its statistics and are not decoded. In a queue log every logged
+query of a step ranks the same K keys and its rows lie together, so a key's position in the
+first query's rows gives it a column of a (Q, K) matrix of ranks, filled by one scatter::
 
     slot[neg_id of query 0's rows] = 0 .. K-1        # (K,)
     R[q, slot[neg_id]] = rank                        # (Q, K), every cell filled exactly once
     m, r1, r2, k = Q, sum_q R, sum_q R^2, sum_q [R in band]   # (K,) each
 
-Two keys of one image in the queue and self-negatives (taken out of the sums afterwards) keep
-that path; a step of another shape (in-batch negatives, three keys of one image, a step cut
-between row groups mid-query) is grouped exactly by sorting its codes. Either way keys logged
-at several steps are merged at the end.
+Every row is checked to name the key of its column (the same neg_id and key_step), and every
+cell to be filled once. Two keys of one image in the queue and self-negatives (taken out of
+the sums afterwards) keep that path; a step of another shape (in-batch negatives, three keys
+of one image, a step cut between row groups mid-query) is grouped exactly by sorting its
+codes. Keys logged at several steps are merged at the end; when none is (a key logged at one
+step, ``log.every`` >= K / batch), nothing is sorted here.
 """
 
 from __future__ import annotations
@@ -54,8 +58,9 @@ class _Rows(NamedTuple):
 
 @dataclass(frozen=True)
 class KeyCounts:
-    """One run's keys, sorted by (neg_id, key_step); ``key_step`` is -1 where the log has
-    none (a random initial key)."""
+    """One run's keys, each once, in no set order (:func:`count_run` gives them in the order
+    of the files, the SQL reference by (neg_id, key_step)); ``key_step`` is -1 where the log
+    has none (a random initial key)."""
 
     neg: np.ndarray  # (n,) int64 sample_id of the negative
     key_step: np.ndarray  # (n,) int64
@@ -88,6 +93,7 @@ def count_run(
     row groups are read and counted at once (Parquet decoding and NumPy release the GIL).
     """
     wanted = np.asarray(sorted(int(e) for e in epochs), np.int64) if epochs is not None else None
+    wanted_set = set() if wanted is None else set(wanted.tolist())
     skip = {"key_step"} if legacy else set()
     if wanted is None:
         skip.add("epoch")
@@ -108,11 +114,17 @@ def count_run(
         f = local.file
         try:
             names = set(f.schema_arrow.names)
-            columns = [c for c in _COLUMNS if c in names and c not in skip]
-            table = f.read_row_group(g, columns=columns)
+            constant = _constants(f.metadata.row_group(g), ("step", "epoch"))
+            epochs_here = wanted
+            if wanted is not None and "epoch" in constant:  # one epoch: all rows or none
+                if constant["epoch"] not in wanted_set:
+                    return [], 0
+                epochs_here = None
+            columns = [c for c in _COLUMNS if c in names and c not in skip and c not in constant]
+            table = f.read_row_group(g, columns=columns, use_threads=False)
         except (OSError, pa.ArrowException) as e:
             raise _unreadable(path, e) from e
-        got = _rows(table, legacy, wanted)
+        got = _rows(table, legacy, epochs_here, constant.get("step"))
         if got is None:
             return [], 0
         step, rows = got
@@ -153,7 +165,7 @@ def _row_groups(files: Sequence[Path]) -> Iterator[tuple[Path, int]]:
 
 def _open(path: Path) -> pq.ParquetFile:
     try:
-        return pq.ParquetFile(path)
+        return pq.ParquetFile(path, pre_buffer=False)  # faster for one row group at a time
     except (OSError, pa.ArrowException) as e:
         raise _unreadable(path, e) from e
 
@@ -168,20 +180,42 @@ def _unreadable(path: Path, e: Exception) -> HardstatError:
     return logs._corrupt(path, str(e))
 
 
+def _constants(group: pq.RowGroupMetaData, names: Sequence[str]) -> dict[str, int]:
+    """The columns of ``names`` that hold one value in this row group, by its statistics
+    (the trainer writes one logged step per row group): they need not be read."""
+    out: dict[str, int] = {}
+    for i in range(group.num_columns):
+        col = group.column(i)
+        if col.path_in_schema not in names:
+            continue
+        st = col.statistics
+        if (
+            st is not None
+            and st.has_min_max
+            and st.has_null_count
+            and st.null_count == 0
+            and st.min == st.max
+            and isinstance(st.min, int)
+        ):
+            out[col.path_in_schema] = int(st.min)
+    return out
+
+
 def _rows(
-    table: pa.Table, legacy: bool, wanted: np.ndarray | None
-) -> tuple[np.ndarray, _Rows] | None:
-    """A row group's rows with a negative's id (in the wanted epochs): step, query_id, neg_id,
-    rank, key_step and whether the pair is a self-negative (counted, then left out)."""
-    step = table.column("step").to_numpy()
+    table: pa.Table, legacy: bool, wanted: np.ndarray | None, step_value: int | None = None
+) -> tuple[np.ndarray | int, _Rows] | None:
+    """A row group's rows with a negative's id (in the wanted epochs): step (``step_value``
+    when the row group has one step and the column was not read), query_id, neg_id, rank,
+    key_step and whether the pair is a self-negative (counted, then left out)."""
     query = table.column("query_id").to_numpy()
+    step: np.ndarray | int = table.column("step").to_numpy() if step_value is None else step_value
     neg_col = table.column("neg_id")
     neg = pc.fill_null(neg_col, -1).to_numpy() if neg_col.null_count else neg_col.to_numpy()
     rank = table.column("rank").to_numpy()
     if legacy:
-        key_step = step
+        key_step = np.broadcast_to(np.int32(step), query.shape) if isinstance(step, int) else step
     elif "key_step" not in table.column_names:  # read as null, like the SQL views do
-        key_step = np.full(step.size, -1, np.int32)
+        key_step = np.full(query.size, -1, np.int32)
     else:
         ks_col = table.column("key_step")
         key_step = pc.fill_null(ks_col, -1).to_numpy() if ks_col.null_count else ks_col.to_numpy()
@@ -191,24 +225,30 @@ def _rows(
     if not keep.any():
         return None
     if not keep.all():
-        step, query, neg, rank, key_step = (a[keep] for a in (step, query, neg, rank, key_step))
+        query, neg, rank, key_step = (a[keep] for a in (query, neg, rank, key_step))
+        if not isinstance(step, int):
+            step = step[keep]
     return step, _Rows(query, neg, rank, key_step, neg == query)
 
 
 def _steps(
-    step: np.ndarray, rows: _Rows, intervals: Sequence[tuple[int, int]], scratch: _Scratch
+    step: np.ndarray | int, rows: _Rows, intervals: Sequence[tuple[int, int]], scratch: _Scratch
 ) -> list[tuple[np.ndarray, ...]]:
     """Per-key sums of each run of rows with one step value, self-negatives (``own``) left
     out."""
-    cuts = np.flatnonzero(step[1:] != step[:-1]) + 1
-    bounds = np.r_[0, cuts, step.size]
+    if isinstance(step, int):
+        bounds, values = [0, rows.query.size], [step]
+    else:
+        cuts = np.flatnonzero(step[1:] != step[:-1]) + 1
+        bounds = np.r_[0, cuts, step.size].tolist()
+        values = step[bounds[:-1]].tolist()
     out = []
-    for a, z in zip(bounds[:-1].tolist(), bounds[1:].tolist(), strict=True):
+    for a, z, value in zip(bounds[:-1], bounds[1:], values, strict=True):
         part = _Rows(*(c[a:z] for c in rows))
         got = _one_queue(part, intervals, scratch)
         if got is None:
             got = _grouped(part, intervals)
-        out.append((*got[:2], np.full(got[0].size, int(step[a]), np.int64), *got[2:]))
+        out.append((*got[:2], np.full(got[0].size, int(value), np.int64), *got[2:]))
     return out
 
 
@@ -217,16 +257,16 @@ class _Scratch:
     and work buffers (a fresh array per step would cost page faults on every step)."""
 
     def __init__(self) -> None:
-        self.table = np.full(1024, -1, np.int32)
+        self.table = np.full(1024, -1, np.intp)
         self._bufs: dict[str, np.ndarray] = {}
-        self._offsets = np.zeros(0, np.int64)
+        self._offsets = np.zeros(0, np.intp)
         self._shape = (0, 0)
 
     def assign(self, ids: np.ndarray, top: int) -> np.ndarray:
         """Slots 0.. for ``ids``; the table covers ids below ``top``."""
         if top > self.table.size:
-            self.table = np.full(max(top, 2 * self.table.size), -1, np.int32)
-        self.table[ids] = np.arange(ids.size, dtype=np.int32)
+            self.table = np.full(max(top, 2 * self.table.size), -1, np.intp)
+        self.table[ids] = np.arange(ids.size, dtype=np.intp)
         return self.table
 
     def clear(self, ids: np.ndarray) -> None:
@@ -241,7 +281,7 @@ class _Scratch:
     def offsets(self, q: int, n: int) -> np.ndarray:
         """(Q*n,) the first flat index of each row's query: 0 x n, n x n, ..."""
         if self._shape != (q, n):
-            self._offsets = np.arange(0, q * n, n, dtype=np.int64).repeat(n)
+            self._offsets = np.arange(0, q * n, n, dtype=np.intp).repeat(n)
             self._shape = (q, n)
         return self._offsets
 
@@ -260,8 +300,7 @@ def _one_queue(
     None when the rows have another shape."""
     query, neg, rank, key_step, own = rows
     size = query.size
-    change = query != query[0]
-    n = int(np.argmax(change)) or size  # rows of the first query
+    n = int(np.argmax(query != query[0])) or size  # rows of the first query
     if size % n:
         return None
     q = size // n
@@ -270,14 +309,19 @@ def _one_queue(
     neg0, ks0 = neg[:n], key_step[:n]
     top = int(neg.max()) + 1
     table = scratch.assign(neg0, top)
-    s = scratch.buf("slot", size, np.int32)
+    s = scratch.buf("slot", size, np.intp)
     try:
-        np.take(table, neg, out=s)  # (Q*n,) slot of each row; -1 for an id query 0 did not rank
+        # (Q*n,) slot of each row; -1 for an id query 0 did not rank ("clip": unbuffered, and
+        # no index is out of range)
+        np.take(table, neg, out=s, mode="clip")
         shadowed = np.flatnonzero(table[neg0] != np.arange(n))  # an id a later slot repeats
     finally:
         scratch.clear(neg0)
-    np.maximum(s, 0, out=s)  # a -1 is caught below: neg0[0] is not that row's neg_id
-    if shadowed.size:  # two keys of one image in the queue: the rows of the other key
+    if not shadowed.size:  # every id once in query 0's rows: a slot >= 0 names the same id
+        if s.min() < 0:
+            return None
+    else:  # two keys of one image in the queue: the rows of the other key
+        np.maximum(s, 0, out=s)  # a -1 is caught below: neg0[0] is not that row's neg_id
         other = ks0[s] != key_step
         if other.any():
             table = scratch.assign(neg0[shadowed], top)
@@ -287,36 +331,36 @@ def _one_queue(
                 scratch.clear(neg0[shadowed])
             alt[alt < 0] = 0
             s[other] = shadowed[alt]
-    same = scratch.buf("same", size, bool)
-    for ref, col in ((neg0, neg), (ks0, key_step)):
-        looked = scratch.buf("looked", size, ref.dtype)
-        np.take(ref, s, out=looked)
-        if not np.equal(looked, col, out=same).all():
+        if not np.array_equal(neg0[s], neg):
             return None
+    looked = scratch.buf("looked", size, ks0.dtype)
+    np.take(ks0, s, out=looked, mode="clip")  # 0 <= s < n here
+    if not np.array_equal(looked, key_step):  # the same key, not only the same image
+        return None
+    own_slots = s[own] if own.any() else None
+    np.add(s, scratch.offsets(q, n), out=s)  # (Q*n,) flat index into the (Q, n) matrix
     flat = scratch.buf("flat", size, rank.dtype)
     flat.fill(0)
-    index = scratch.buf("index", size, np.int64)
-    np.add(scratch.offsets(q, n), s, out=index)
-    flat[index] = rank
+    flat[s] = rank
     ranks = flat.reshape(q, n)  # (Q, n) rank of slot j for query i
     if not ranks.all():  # a slot twice in one query's rows (and one missing): not a queue
         return None
+    values = scratch.buf("values", size, np.float64).reshape(q, n)
+    np.copyto(values, ranks)  # integer sums in float64 stay exact below 2^53
+    ones = np.ones(q)
+    r1 = ones @ values  # (n,) sum of rank
+    r2 = np.einsum("ij,ij->j", values, values)  # (n,) sum of rank^2
     m = np.full(n, float(q))
-    r1 = ranks.sum(0, dtype=np.int64).astype(np.float64)
-    squares = scratch.buf("squares", size, np.int64)
-    np.multiply(flat, flat, out=squares, dtype=np.int64)
-    r2 = squares.reshape(q, n).sum(0).astype(np.float64)
-    hit, part = scratch.buf("hit", size, bool), scratch.buf("part", size, bool)
+    hit = scratch.buf("hit", size, bool)
+    shifted = scratch.buf("shifted", size, flat.dtype)
     hit.fill(False)
-    above = scratch.buf("above", size, bool)
-    for lo, hi in intervals:
-        np.greater(flat, lo, out=part)
-        np.less_equal(flat, hi, out=above)
-        part &= above
-        hit |= part
-    k = hit.reshape(q, n).sum(0).astype(np.float64)
-    if own.any():  # self-negatives: in the matrix, taken out of the sums
-        js, rs = s[own], rank[own].astype(np.float64)
+    for lo, hi in intervals:  # lo < rank <= hi as one unsigned compare: rank - lo - 1 < hi - lo
+        if hi > lo:
+            np.subtract(flat, lo + 1, out=shifted)
+            hit |= shifted.view(np.dtype(f"u{shifted.itemsize}")) < hi - lo
+    k = np.add.reduce(hit.reshape(q, n).view(np.uint8), axis=0, dtype=np.int64).astype(np.float64)
+    if own_slots is not None:  # self-negatives: in the matrix, taken out of the sums
+        js, rs = own_slots, rank[own].astype(np.float64)
         np.subtract.at(m, js, 1.0)
         np.subtract.at(r1, js, rs)
         np.subtract.at(r2, js, rs * rs)
@@ -349,15 +393,20 @@ def _merge(parts: list[tuple[np.ndarray, ...]], n_self: int) -> KeyCounts:
         return KeyCounts(empty_i, empty_i, empty_i, empty_f, empty_f, empty_f, empty_f, n_self)
     neg, ks, step, m, r1, r2, k = (np.concatenate(c) for c in zip(*parts, strict=True))
     code = (neg << 32) | (ks + 1)
+    if _distinct(code):  # every key once (a key logged at one step): nothing to merge
+        return KeyCounts(neg, ks, step, m, r1, r2, k, n_self)
     order = np.argsort(code, kind="stable")
     code = code[order]
     start = np.flatnonzero(np.r_[True, code[1:] != code[:-1]])
-    if start.size == code.size:  # every key once
-        return KeyCounts(
-            neg[order], ks[order], step[order], m[order], r1[order], r2[order], k[order], n_self
-        )
     first = order[start]
     m, r1, r2, k = (np.add.reduceat(x[order], start) for x in (m, r1, r2, k))
     return KeyCounts(
         neg[first], ks[first], np.minimum.reduceat(step[order], start), m, r1, r2, k, n_self
     )
+
+
+def _distinct(code: np.ndarray) -> bool:
+    """Whether no value of ``code`` repeats (polars' hash count: no sort of the keys)."""
+    import polars as pl
+
+    return bool(pl.Series(code).n_unique() == code.size)

@@ -14,6 +14,8 @@ Contents:
 * rank correlation: :func:`midranks`, :func:`spearman_from_counts`, :func:`spearman_t_pvalue`;
 * permutations: :func:`permutation_p` (the one permutation p-value, with the +1 correction),
   :class:`StrataShuffle` (uniform permutations within strata);
+* integer codes: :func:`factorize` (``np.unique`` with the inverse, without a sort where the
+  codes allow);
 * persistence and intraclass correlations (the consistency analysis): :func:`centre_within`,
   :func:`cell_means`, :func:`additive_fit`, :func:`pair_correlation`,
   :func:`cross_pair_correlation`, :func:`icc_sums`, :func:`icc_from_sums`, :func:`nested_icc`,
@@ -331,6 +333,35 @@ class StrataRotation:
         return lambda rng: arranged[self.rotation(rng)]
 
 
+# -- integer codes ----------------------------------------------------------------------------
+def factorize(codes: Any) -> tuple[np.ndarray, np.ndarray]:
+    """``np.unique(codes, return_inverse=True)`` for integer codes, without a sort where it can:
+    sorted codes in one pass, codes in a range at most about twice their number through a
+    presence table; others by ``np.unique``. Returns ``(uniq, inverse)``: the distinct codes in
+    increasing order and each code's index into them (int64)."""
+    c = np.asarray(codes).ravel()
+    if c.dtype.kind not in "iu":
+        raise TypeError(f"factorize takes integer codes, not {c.dtype}")
+    c = c.astype(np.int64, copy=False)
+    if c.size < 2:
+        return c.copy(), np.zeros(c.size, np.int64)
+    step_up = c[1:] >= c[:-1]
+    if step_up.all():  # sorted: a new code wherever the value changes
+        new = np.empty(c.size, bool)
+        new[0] = True
+        np.not_equal(c[1:], c[:-1], out=new[1:])
+        return c[new], np.cumsum(new, dtype=np.int64) - 1
+    lo, hi = int(c.min()), int(c.max())
+    if hi - lo < 2 * c.size + (1 << 20):  # a dense range: mark the codes present
+        shifted = c - lo
+        present = np.zeros(hi - lo + 1, bool)
+        present[shifted] = True
+        index = np.cumsum(present, dtype=np.int64) - 1
+        return np.flatnonzero(present) + lo, index[shifted]
+    uniq, inverse = np.unique(c, return_inverse=True)
+    return uniq, inverse.astype(np.int64, copy=False).ravel()
+
+
 # -- persistence: correlation between different items of one group ---------------------------
 def centre_within(values: Any, stratum: Any) -> np.ndarray:
     """``values`` minus the mean of their stratum (``stratum``: integer codes, any order)."""
@@ -443,14 +474,14 @@ class AdditiveFit:
 
     def __init__(self, weights: Any, block: Any, first: Any, second: Any) -> None:
         self.weights = np.asarray(weights, dtype=np.float64)
-        block = np.asarray(block, dtype=np.int64)
+        blocks, block = factorize(np.asarray(block, dtype=np.int64))  # dense block ids
         first = np.asarray(first, dtype=np.int64)
         second = np.asarray(second, dtype=np.int64)
         cells = []
-        for other in (first, second, None):
-            code = block if other is None else _pair_code(block, other)
-            uniq, inverse = np.unique(code, return_inverse=True)
-            cells.append((inverse.ravel(), uniq.size))
+        for other in (first, second):
+            uniq, inverse = factorize(_pair_code(block, other))
+            cells.append((inverse, uniq.size))
+        cells.append((block, blocks.size))
         self._cells = cells
         self.n_params = cells[0][1] + cells[1][1] - cells[2][1] if block.size else 0
 

@@ -281,3 +281,60 @@ def test_a_file_the_run_adds_after_the_connection_is_not_counted(
     shutil.copy(part, run / "pairs" / "part-p000-999999.parquet")
     same(before, count_keys(con, ["q"], 512, parse_band("0-5")))
     same(*both(con, ["q"], 512))
+
+
+def test_row_groups_without_statistics_or_with_several_steps(
+    queue_run: Path, tmp_path: Path
+) -> None:
+    """The trainer writes one logged step per row group, so the step (and epoch) of a row group
+    is read from its statistics, not decoded. Parts written without statistics, or with many
+    steps in one row group, are read in full and give the same table."""
+    import shutil
+
+    import pyarrow.parquet as pq
+
+    con = logs.connect(logs.find_runs([queue_run]))
+    want = count_keys(con, ["q"], 512, parse_band("0-5"), epochs=[1, 2])
+    for name, kw in (("nostats", {"write_statistics": False}), ("big", {"row_group_size": 10**6})):
+        run = tmp_path / name / "q"
+        shutil.copytree(queue_run, run)
+        for part in sorted((run / "pairs").glob("*.parquet")):
+            t = pq.read_table(part)
+            meta = pq.read_metadata(part)
+            assert meta.num_row_groups > 1  # the trainer's parts: a row group per step
+            pq.write_table(t, part, **kw)
+            if name == "big":
+                assert pq.read_metadata(part).num_row_groups == 1
+        con2 = logs.connect(logs.find_runs([run]))
+        got = count_keys(con2, ["q"], 512, parse_band("0-5"), epochs=[1, 2])
+        same(want, got)
+        same(got, count_keys(con2, ["q"], 512, parse_band("0-5"), epochs=[1, 2], method="sql"))
+
+
+def test_merge_sums_a_key_logged_at_several_steps_and_passes_distinct_keys_through() -> None:
+    f = np.array
+    one = (f([5, 6]), f([0, 0]), f([3, 3]), f([2.0, 2]), f([3.0, 4]), f([5.0, 8]), f([1.0, 0]))
+    two = (f([7]), f([2]), f([4]), f([1.0]), f([9.0]), f([81.0]), f([0.0]))
+    got = keycount._merge([one, two], 4)
+    assert got.neg.tolist() == [5, 6, 7] and got.step.tolist() == [3, 3, 4]  # as they came
+    assert got.n_self == 4 and got.r1.tolist() == [3.0, 4.0, 9.0]
+    again = (f([6]), f([0]), f([2]), f([1.0]), f([1.0]), f([1.0]), f([1.0]))  # key (6, 0) again
+    got = keycount._merge([one, two, again], 0)
+    assert got.neg.tolist() == [5, 6, 7] and got.key_step.tolist() == [0, 0, 2]
+    assert got.step.tolist() == [3, 2, 4]  # the first step it was logged at
+    assert got.m.tolist() == [2.0, 3.0, 1.0] and got.r1.tolist() == [3.0, 5.0, 9.0]
+    assert got.r2.tolist() == [5.0, 9.0, 81.0] and got.k.tolist() == [1.0, 1.0, 0.0]
+
+
+def test_key_order_sorts_by_stratum_negative_and_key_step_with_or_without_packing() -> None:
+    from hardstat.analysis.consistency import _key_order
+
+    rng = np.random.default_rng(3)
+    n = 5000
+    codes = [rng.integers(0, s, n) for s in (40, 300, 50)]
+    keys = np.unique(np.stack(codes), axis=1)  # distinct (stratum, neg, key step)
+    keys = keys[:, rng.permutation(keys.shape[1])]
+    want = np.lexsort((keys[2], keys[1], keys[0]))
+    packed = _key_order(keys[0], keys[1], keys[2], (40, 300, 50))
+    wide = _key_order(keys[0], keys[1], keys[2], (2**30, 2**30, 2**10))  # 70 bits: lexsort
+    assert np.array_equal(packed, want) and np.array_equal(wide, want)

@@ -270,6 +270,41 @@ def test_additive_fit_by_hand() -> None:
 # -- per-group scores, bootstrap, jackknife ---------------------------------------------------
 
 
+def test_factorize_equals_np_unique_on_each_path() -> None:
+    """Sorted codes, a dense range (presence table) and a sparse one (np.unique): the same
+    distinct codes and inverse as ``np.unique``."""
+    rng = np.random.default_rng(4)
+    cases = [
+        np.sort(rng.integers(-5, 40, 1000)),  # sorted
+        rng.integers(-3, 500, 2000),  # dense
+        rng.integers(0, 2**40, 3000) * 7 - 2**41,  # sparse: far more values than codes
+        rng.integers(0, 3, 5000).astype(np.uint8),
+        np.array([3, 3, 3]),
+        np.array([2**62, -(2**62), 0]),
+        np.array([7]),
+        np.zeros(0, np.int64),
+    ]
+    for codes in cases:
+        uniq, inverse = stats.factorize(codes)
+        want_u, want_i = np.unique(codes.astype(np.int64), return_inverse=True)
+        assert np.array_equal(uniq, want_u) and np.array_equal(inverse, want_i.ravel())
+        assert inverse.dtype == np.int64 and np.array_equal(uniq[inverse], codes)
+    with pytest.raises(TypeError, match="integer codes"):
+        stats.factorize(np.array([0.5, 1.0]))
+
+
+def test_additive_fit_is_the_same_for_any_block_coding() -> None:
+    """Blocks coded as large sparse numbers, in any order, fit as dense ids do."""
+    rng = np.random.default_rng(8)
+    n = 400
+    block, first, second = rng.integers(0, 6, n), rng.integers(0, 3, n), rng.integers(0, 4, n)
+    w, v = rng.integers(1, 5, n).astype(float), rng.normal(size=n)
+    dense = stats.AdditiveFit(w, block, first, second)
+    sparse = stats.AdditiveFit(w, block * (1 << 40) + 12345, first, second)
+    assert dense.n_params == sparse.n_params
+    assert np.allclose(dense.fitted(v), sparse.fitted(v), rtol=0, atol=1e-12)
+
+
 def test_stratum_normal_scores_by_hand() -> None:
     values = np.array([0.3, 0.1, 0.2, 5.0, 5.0, 7.0])
     stratum = np.array([0, 0, 0, 1, 1, 1])
