@@ -45,6 +45,7 @@ import math
 import os
 import platform
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -261,6 +262,12 @@ def speed(args: argparse.Namespace) -> None:
         ("count_keys (files: keycount)", count["count_seconds"], rate_count),
     ):
         print(f"{what:<40}{secs:>10.2f}{rate:>12.1f}")
+    for what, key in (("SQL", "sql_all"), ("files", "count_all")):
+        median = statistics.median(float(t) for t in count[key])
+        print(
+            f"  {what}: every repetition {', '.join(f'{t:.2f}' for t in count[key])} s; median "
+            f"{median:.2f} s ({pairs / median / 1e6:.1f} M pairs/s)"
+        )
     print(
         f"  ratio files / SQL: {rate_count / rate_sql:.2f}; count / scan: "
         f"{rate_count / rate_scan:.2f}; peak RSS {count['rss_mib']:.0f} MiB"

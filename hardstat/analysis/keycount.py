@@ -53,7 +53,9 @@ class _Rows(NamedTuple):
     neg: np.ndarray
     rank: np.ndarray
     key_step: np.ndarray
-    own: np.ndarray  # a self-negative pair (neg_id = query_id): counted, then left out
+    # a self-negative pair (neg_id = query_id): counted, then left out; None: not yet looked
+    # for (the queue path finds them from the keys, without a pass over the rows)
+    own: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -114,7 +116,10 @@ def count_run(
         f = local.file
         try:
             names = set(f.schema_arrow.names)
-            constant = _constants(f.metadata.row_group(g), ("step", "epoch"))
+            ranges = _ranges(f.metadata.row_group(g))
+            constant = {
+                c: lo for c, (lo, hi) in ranges.items() if lo == hi and c in ("step", "epoch")
+            }
             epochs_here = wanted
             if wanted is not None and "epoch" in constant:  # one epoch: all rows or none
                 if constant["epoch"] not in wanted_set:
@@ -124,11 +129,14 @@ def count_run(
             table = f.read_row_group(g, columns=columns, use_threads=False)
         except (OSError, pa.ArrowException) as e:
             raise _unreadable(path, e) from e
-        got = _rows(table, legacy, epochs_here, constant.get("step"))
+        ids = ranges.get("neg_id")  # every row with an id, and the largest, known in advance
+        got = _rows(
+            table, legacy, epochs_here, constant.get("step"), ids is not None and ids[0] >= 0
+        )
         if got is None:
             return [], 0
         step, rows = got
-        return _steps(step, rows, intervals, local.scratch), int(np.count_nonzero(rows.own))
+        return _steps(step, rows, intervals, local.scratch)
 
     parts: list[tuple[np.ndarray, ...]] = []
     n_self = 0
@@ -180,33 +188,36 @@ def _unreadable(path: Path, e: Exception) -> HardstatError:
     return logs._corrupt(path, str(e))
 
 
-def _constants(group: pq.RowGroupMetaData, names: Sequence[str]) -> dict[str, int]:
-    """The columns of ``names`` that hold one value in this row group, by its statistics
-    (the trainer writes one logged step per row group): they need not be read."""
-    out: dict[str, int] = {}
+def _ranges(group: pq.RowGroupMetaData) -> dict[str, tuple[int, int]]:
+    """(min, max) of each integer column of a row group without nulls, from its statistics.
+    The trainer writes one logged step per row group, so its step and epoch need not be
+    decoded, and a neg_id column without nulls needs no look for them."""
+    out: dict[str, tuple[int, int]] = {}
     for i in range(group.num_columns):
         col = group.column(i)
-        if col.path_in_schema not in names:
-            continue
         st = col.statistics
         if (
             st is not None
             and st.has_min_max
             and st.has_null_count
             and st.null_count == 0
-            and st.min == st.max
             and isinstance(st.min, int)
+            and isinstance(st.max, int)
         ):
-            out[col.path_in_schema] = int(st.min)
+            out[col.path_in_schema] = (int(st.min), int(st.max))
     return out
 
 
 def _rows(
-    table: pa.Table, legacy: bool, wanted: np.ndarray | None, step_value: int | None = None
+    table: pa.Table,
+    legacy: bool,
+    wanted: np.ndarray | None,
+    step_value: int | None = None,
+    all_ids: bool = False,
 ) -> tuple[np.ndarray | int, _Rows] | None:
     """A row group's rows with a negative's id (in the wanted epochs): step (``step_value``
-    when the row group has one step and the column was not read), query_id, neg_id, rank,
-    key_step and whether the pair is a self-negative (counted, then left out)."""
+    when the row group has one step and the column was not read), query_id, neg_id, rank and
+    key_step. ``all_ids``: the statistics say every neg_id is there and >= 0."""
     query = table.column("query_id").to_numpy()
     step: np.ndarray | int = table.column("step").to_numpy() if step_value is None else step_value
     neg_col = table.column("neg_id")
@@ -219,6 +230,8 @@ def _rows(
     else:
         ks_col = table.column("key_step")
         key_step = pc.fill_null(ks_col, -1).to_numpy() if ks_col.null_count else ks_col.to_numpy()
+    if all_ids and wanted is None:
+        return step, _Rows(query, neg, rank, key_step)
     keep = neg >= 0
     if wanted is not None:
         keep &= np.isin(table.column("epoch").to_numpy(), wanted)
@@ -228,28 +241,31 @@ def _rows(
         query, neg, rank, key_step = (a[keep] for a in (query, neg, rank, key_step))
         if not isinstance(step, int):
             step = step[keep]
-    return step, _Rows(query, neg, rank, key_step, neg == query)
+    return step, _Rows(query, neg, rank, key_step)
 
 
 def _steps(
     step: np.ndarray | int, rows: _Rows, intervals: Sequence[tuple[int, int]], scratch: _Scratch
-) -> list[tuple[np.ndarray, ...]]:
-    """Per-key sums of each run of rows with one step value, self-negatives (``own``) left
-    out."""
+) -> tuple[list[tuple[np.ndarray, ...]], int]:
+    """Per-key sums of each run of rows with one step value, self-negatives left out:
+    ``(parts, self-negative pairs)``."""
     if isinstance(step, int):
         bounds, values = [0, rows.query.size], [step]
     else:
         cuts = np.flatnonzero(step[1:] != step[:-1]) + 1
         bounds = np.r_[0, cuts, step.size].tolist()
         values = step[bounds[:-1]].tolist()
-    out = []
+    out, n_self = [], 0
     for a, z, value in zip(bounds[:-1], bounds[1:], values, strict=True):
-        part = _Rows(*(c[a:z] for c in rows))
+        own = None if rows.own is None else rows.own[a:z]
+        part = _Rows(rows.query[a:z], rows.neg[a:z], rows.rank[a:z], rows.key_step[a:z], own)
         got = _one_queue(part, intervals, scratch)
         if got is None:
             got = _grouped(part, intervals)
-        out.append((*got[:2], np.full(got[0].size, int(value), np.int64), *got[2:]))
-    return out
+        sums, n = got
+        out.append((*sums[:2], np.full(sums[0].size, int(value), np.int64), *sums[2:]))
+        n_self += n
+    return out, n_self
 
 
 class _Scratch:
@@ -295,16 +311,19 @@ def _in_band(rank: np.ndarray, intervals: Sequence[tuple[int, int]]) -> np.ndarr
 
 def _one_queue(
     rows: _Rows, intervals: Sequence[tuple[int, int]], scratch: _Scratch
-) -> tuple[np.ndarray, ...] | None:
+) -> tuple[tuple[np.ndarray, ...], int] | None:
     """The queue layout: Q queries, each with its rows together, all ranking the same n keys.
-    None when the rows have another shape."""
-    query, neg, rank, key_step, own = rows
+    ``((neg, key_step, m, r1, r2, k), self-negative pairs)``, or None when the rows have
+    another shape."""
+    query, neg, rank, key_step, _ = rows
     size = query.size
     n = int(np.argmax(query != query[0])) or size  # rows of the first query
     if size % n:
         return None
     q = size // n
-    if not (query.reshape(q, n) == query[::n, None]).all():
+    queries = query[::n]  # (Q,)
+    same = scratch.buf("same", size, bool)  # work arrays: no allocation per step
+    if not np.equal(query.reshape(q, n), queries[:, None], out=same.reshape(q, n)).all():
         return None
     neg0, ks0 = neg[:n], key_step[:n]
     top = int(neg.max()) + 1
@@ -335,9 +354,8 @@ def _one_queue(
             return None
     looked = scratch.buf("looked", size, ks0.dtype)
     np.take(ks0, s, out=looked, mode="clip")  # 0 <= s < n here
-    if not np.array_equal(looked, key_step):  # the same key, not only the same image
+    if not np.equal(looked, key_step, out=same).all():  # the same key, not only the same image
         return None
-    own_slots = s[own] if own.any() else None
     np.add(s, scratch.offsets(q, n), out=s)  # (Q*n,) flat index into the (Q, n) matrix
     flat = scratch.buf("flat", size, rank.dtype)
     flat.fill(0)
@@ -347,33 +365,56 @@ def _one_queue(
         return None
     values = scratch.buf("values", size, np.float64).reshape(q, n)
     np.copyto(values, ranks)  # integer sums in float64 stay exact below 2^53
-    ones = np.ones(q)
-    r1 = ones @ values  # (n,) sum of rank
+    r1 = np.ones(q) @ values  # (n,) sum of rank
     r2 = np.einsum("ij,ij->j", values, values)  # (n,) sum of rank^2
     m = np.full(n, float(q))
-    hit = scratch.buf("hit", size, bool)
-    shifted = scratch.buf("shifted", size, flat.dtype)
-    hit.fill(False)
-    for lo, hi in intervals:  # lo < rank <= hi as one unsigned compare: rank - lo - 1 < hi - lo
-        if hi > lo:
-            np.subtract(flat, lo + 1, out=shifted)
-            hit |= shifted.view(np.dtype(f"u{shifted.itemsize}")) < hi - lo
-    k = np.add.reduce(hit.reshape(q, n).view(np.uint8), axis=0, dtype=np.int64).astype(np.float64)
-    if own_slots is not None:  # self-negatives: in the matrix, taken out of the sums
-        js, rs = own_slots, rank[own].astype(np.float64)
+    k = _band_counts(flat, q, n, intervals, scratch)
+    # self-negatives: query i meets its own image in the slots j with neg0[j] = queries[i]
+    mine = np.flatnonzero(np.isin(neg0, queries))  # (J,) slots of a querying image
+    n_self = 0
+    if mine.size:
+        qi, jj = np.nonzero(queries[:, None] == neg0[mine][None, :])  # (P,) pairs (i, j)
+        js = mine[jj]
+        rs = ranks[qi, js].astype(np.float64)
+        n_self = int(js.size)
         np.subtract.at(m, js, 1.0)
         np.subtract.at(r1, js, rs)
         np.subtract.at(r2, js, rs * rs)
-        np.subtract.at(k, js, _in_band(rank[own], intervals).astype(np.float64))
+        np.subtract.at(k, js, _in_band(ranks[qi, js], intervals).astype(np.float64))
         if not m.all():  # a key seen only by its own image's queries: no pairs left
             keep = m > 0
             neg0, ks0, m, r1, r2, k = (a[keep] for a in (neg0, ks0, m, r1, r2, k))
-    return neg0.astype(np.int64), ks0.astype(np.int64), m, r1, r2, k
+    return (neg0.astype(np.int64), ks0.astype(np.int64), m, r1, r2, k), n_self
 
 
-def _grouped(rows: _Rows, intervals: Sequence[tuple[int, int]]) -> tuple[np.ndarray, ...]:
-    """Any rows: group by (neg_id, key_step) by sorting."""
-    _, neg, rank, key_step, own = rows
+def _band_counts(
+    flat: np.ndarray, q: int, n: int, intervals: Sequence[tuple[int, int]], scratch: _Scratch
+) -> np.ndarray:
+    """(n,) per column of the (Q, n) rank matrix, the cells in the band. Every cell is a
+    rank != 0 here, so as an unsigned number a rank <= hi is 1 <= rank <= hi."""
+    hit = scratch.buf("hit", flat.size, bool)
+    unsigned = np.dtype(f"u{flat.itemsize}")
+    if len(intervals) == 1 and intervals[0][0] == 0:  # a band from the hardest: one compare
+        np.less_equal(flat.view(unsigned), intervals[0][1], out=hit)
+    else:
+        hit.fill(False)
+        shifted = scratch.buf("shifted", flat.size, flat.dtype)
+        for lo, hi in intervals:  # lo < rank <= hi as one compare: rank - lo - 1 < hi - lo
+            if hi > lo:
+                np.subtract(flat, lo + 1, out=shifted)
+                hit |= shifted.view(unsigned) < hi - lo
+    return np.add.reduce(hit.reshape(q, n).view(np.uint8), axis=0, dtype=np.int64).astype(
+        np.float64
+    )
+
+
+def _grouped(
+    rows: _Rows, intervals: Sequence[tuple[int, int]]
+) -> tuple[tuple[np.ndarray, ...], int]:
+    """Any rows: group by (neg_id, key_step) by sorting. ``(sums, self-negative pairs)``."""
+    query, neg, rank, key_step, own = rows
+    if own is None:
+        own = neg == query
     if own.any():
         neg, rank, key_step = neg[~own], rank[~own], key_step[~own]
     code = (neg.astype(np.int64) << 32) | (key_step.astype(np.int64) + 1)
@@ -383,7 +424,7 @@ def _grouped(rows: _Rows, intervals: Sequence[tuple[int, int]]) -> tuple[np.ndar
     r1 = np.bincount(inv, weights=r, minlength=u.size)
     r2 = np.bincount(inv, weights=r * r, minlength=u.size)
     k = np.bincount(inv, weights=_in_band(rank, intervals), minlength=u.size)
-    return u >> 32, (u & 0xFFFFFFFF) - 1, m, r1, r2, k
+    return (u >> 32, (u & 0xFFFFFFFF) - 1, m, r1, r2, k), int(np.count_nonzero(own))
 
 
 def _merge(parts: list[tuple[np.ndarray, ...]], n_self: int) -> KeyCounts:

@@ -483,14 +483,19 @@ class AdditiveFit:
             cells.append((inverse, uniq.size))
         cells.append((block, blocks.size))
         self._cells = cells
+        self._totals = [  # the weight of each cell, shared by every fitted()
+            np.bincount(inverse, weights=self.weights, minlength=n) for inverse, n in cells
+        ]
         self.n_params = cells[0][1] + cells[1][1] - cells[2][1] if block.size else 0
 
     def fitted(self, values: Any) -> np.ndarray:
         v = np.asarray(values, dtype=np.float64)
         out = np.zeros(v.size)
-        for (inverse, n), sign in zip(self._cells, (1.0, 1.0, -1.0), strict=True):
-            num = np.bincount(inverse, weights=self.weights * v, minlength=n)
-            den = np.bincount(inverse, weights=self.weights, minlength=n)
+        weighted = self.weights * v
+        for (inverse, n), den, sign in zip(
+            self._cells, self._totals, (1.0, 1.0, -1.0), strict=True
+        ):
+            num = np.bincount(inverse, weights=weighted, minlength=n)
             out += sign * (num / den)[inverse]
         return out
 

@@ -85,9 +85,11 @@ def test_the_fast_path_takes_two_keys_of_one_image_and_self_negatives(queue_run:
         first = n[q == q[0]]
         doubled += np.unique(first).size < first.size
         selfs += bool((n == q).any())
-        got = keycount._one_queue(keycount._Rows(q, n, r, ks, n == q), [(0, 26)], scratch)
-        assert got is not None, s
-        ref = keycount._grouped(keycount._Rows(q, n, r, ks, n == q), [(0, 26)])
+        fast = keycount._one_queue(keycount._Rows(q, n, r, ks), [(0, 26)], scratch)
+        assert fast is not None, s
+        got, n_self = fast
+        ref, ref_self = keycount._grouped(keycount._Rows(q, n, r, ks), [(0, 26)])
+        assert n_self == ref_self == np.count_nonzero(n == q)
         order = np.lexsort((got[1], got[0]))
         for x, y in zip((a[order] for a in got), ref, strict=True):
             assert np.array_equal(x, y)
@@ -120,7 +122,10 @@ def test_rows_of_another_shape_fall_back_to_grouping(tmp_path: Path) -> None:
         keycount._one_queue(keycount._Rows(q3, n3, r3, ks3, np.zeros(6, bool)), [(0, 1)], scratch)
         is None
     )
-    neg, key_step, m, r1, r2, k = keycount._grouped(keycount._Rows(q, n, r, ks, own), [(0, 1)])
+    (neg, key_step, m, r1, r2, k), n_self = keycount._grouped(
+        keycount._Rows(q, n, r, ks, own), [(0, 1)]
+    )
+    assert n_self == 0
     assert neg.tolist() == [5, 6, 7] and key_step.tolist() == [0, 0, 0]
     assert m.tolist() == [3, 1, 2] and r1.tolist() == [6, 2, 4] and r2.tolist() == [14, 4, 10]
     assert k.tolist() == [1, 0, 1]
@@ -338,3 +343,13 @@ def test_key_order_sorts_by_stratum_negative_and_key_step_with_or_without_packin
     packed = _key_order(keys[0], keys[1], keys[2], (40, 300, 50))
     wide = _key_order(keys[0], keys[1], keys[2], (2**30, 2**30, 2**10))  # 70 bits: lexsort
     assert np.array_equal(packed, want) and np.array_equal(wide, want)
+
+
+@pytest.mark.parametrize("band", ["0-5", "5-100", "0-100", "0.1-100", "10-20,50-60"])
+def test_every_kind_of_band_matches_the_sql_reference(queue_run: Path, band: str) -> None:
+    """A band from the hardest (one unsigned compare), one that starts lower (a shifted
+    compare), all ranks, several intervals."""
+    con = logs.connect(logs.find_runs([queue_run]))
+    files, sql = both(con, ["q"], 512, band=band)
+    same(files, sql)
+    assert 0 < files.k.sum() <= files.m.sum()
