@@ -66,6 +66,7 @@ from __future__ import annotations
 import math
 import zlib
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
@@ -249,7 +250,10 @@ def count_keys(
             parts[c].append(a)
         for c in ("m", "r1", "r2", "k"):
             parts[c].append(getattr(got, c))
-    col = {c: np.concatenate(v) if v else np.zeros(0, np.int64) for c, v in parts.items()}
+    col = {  # one run: its arrays as they are
+        c: (v[0] if len(v) == 1 else np.concatenate(v)) if v else np.zeros(0, np.int64)
+        for c, v in parts.items()
+    }
     del parts
     neg_ids, neg = stats.factorize(col.pop("neg"))
     label_of = _labels(con, runs, neg_ids)  # (J,) class of each negative, -1 if unknown
@@ -264,41 +268,54 @@ def count_keys(
     del cell
     # one sort: (stratum, negative, key step), every key once
     order = _key_order(stratum, neg, ks_id, (cells.size, neg_ids.size, ks_values.size))
-    stratum, neg, key_step = stratum[order], neg[order], ks_values[ks_id[order]]
-    del ks_id
-    m, r1, r2, k = (col.pop(c)[order] for c in ("m", "r1", "r2", "k"))
-    del order
-    cell, label = cells[stratum] // n_labels, label_of[neg]
-    run, step = cell // max(steps.size, 1), steps[cell % max(steps.size, 1)]
-    del cell
     kk = float(queue_size)
-    h_sum = (kk * m - r1) / (kk - 1)
-    h_sq = (kk * kk * m - 2 * kk * r1 + r2) / (kk - 1) ** 2
-    del r1, r2
-    block = run * (1 << 32) + step
-    fit = stats.AdditiveFit(m, block, label, key_step)
-    del block
-    return KeyTable(
-        runs=tuple(runs),
-        queue_size=queue_size,
-        neg_ids=neg_ids,
-        run=run,
-        neg=neg,
-        key_step=key_step,
-        epoch=_epochs_of(con, runs, run, step),
-        step=step,
-        label=label,
-        m=m,
-        h_sum=h_sum,
-        h_sq=h_sq,
-        k=k,
-        stratum=stratum,
-        fitted_h=fit.fitted(h_sum / m),
-        fitted_b=fit.fitted(k / m),
-        n_params=fit.n_params,
-        n_self=n_self,
-        legacy_runs=tuple(legacy_runs),
-    )
+    with ThreadPoolExecutor(1, thread_name_prefix="hardstat-keys") as helper:
+        # the key sums move on one thread while this one moves the codes (gathers of large
+        # arrays release the GIL), then the fit runs there while DuckDB (here: the
+        # connection stays on its thread) looks up the epochs
+        def sums(col: dict[str, np.ndarray], order: np.ndarray) -> tuple[np.ndarray, ...]:
+            m, r1, r2, k = (col[c][order] for c in ("m", "r1", "r2", "k"))
+            h_sum = (kk * m - r1) / (kk - 1)  # (n,) sum of hardness (K - rank) / (K - 1)
+            h_sq = (kk * kk * m - 2 * kk * r1 + r2) / (kk - 1) ** 2  # (n,) ... of its square
+            return m, h_sum, h_sq, k
+
+        moved = helper.submit(sums, col, order)
+        stratum, neg, key_step = stratum[order], neg[order], ks_values[ks_id[order]]
+        del ks_id
+        cell, label = cells[stratum] // n_labels, label_of[neg]
+        run, step = cell // max(steps.size, 1), steps[cell % max(steps.size, 1)]
+        del cell
+        m, h_sum, h_sq, k = moved.result()
+        del col, order
+
+        def fitted() -> tuple[stats.AdditiveFit, np.ndarray, np.ndarray]:
+            fit = stats.AdditiveFit(m, run * (1 << 32) + step, label, key_step)
+            return fit, fit.fitted(h_sum / m), fit.fitted(k / m)
+
+        fits = helper.submit(fitted)
+        epoch = _epochs_of(con, runs, run, step)
+        fit, fitted_h, fitted_b = fits.result()
+        return KeyTable(
+            runs=tuple(runs),
+            queue_size=queue_size,
+            neg_ids=neg_ids,
+            run=run,
+            neg=neg,
+            key_step=key_step,
+            epoch=epoch,
+            step=step,
+            label=label,
+            m=m,
+            h_sum=h_sum,
+            h_sq=h_sq,
+            k=k,
+            stratum=stratum,
+            fitted_h=fitted_h,
+            fitted_b=fitted_b,
+            n_params=fit.n_params,
+            n_self=n_self,
+            legacy_runs=tuple(legacy_runs),
+        )
 
 
 def _key_order(
