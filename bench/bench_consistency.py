@@ -7,9 +7,11 @@ Two jobs, each printing its figures side by side in one run:
   trainer's own writer (``tests/simlogs.py``) and cached under ``--cache``. Then, each in its
   own process so that peak RSS is that part's alone:
 
-  - ``count``: the per-key aggregation (``count_keys``, which reads the Parquet files with
-    ``hardstat.analysis.keycount``), M pairs/s, beside its SQL reference (DuckDB's hash
-    aggregation) and a bare DuckDB scan of the same columns;
+  - ``count``: the per-key aggregation in M pairs/s: the counting itself
+    (``keycount.count_run``: the Parquet files read and summed per key) and the whole key
+    table the analysis uses (``count_keys``: the counting, then the strata, the additive fits
+    and the epochs), beside its SQL reference (DuckDB's hash aggregation) and a bare DuckDB
+    scan of the same columns;
   - ``shuffle``: one within-strata permutation of the 1.6 M keys, ``StrataShuffle`` beside a
     per-stratum ``rng.permutation`` loop;
   - ``full``: the whole analysis with 1,000 permutations and 200 bootstrap draws, per stage,
@@ -114,22 +116,26 @@ def speed_log(args: argparse.Namespace) -> Path:
 
 
 def part_count(args: argparse.Namespace) -> dict[str, Any]:
-    from hardstat.analysis import logs
+    from hardstat.analysis import keycount, logs
     from hardstat.analysis.consistency import count_keys
     from hardstat.bands import parse_band
 
     run = speed_log(args)
     con = logs.connect(logs.find_runs([run]), threads=args.threads)
     n = con.sql("SELECT count(*) FROM pairs").fetchall()[0][0]
-    scans, counts, sqls = [], [], []
+    files = logs.connected_files(con, "sim", "pairs")
+    scans, runs, counts, sqls = [], [], [], []
     band = parse_band("0-5")
-    for _ in range(args.repeat):  # alternated, so a change of load hits all three
+    for _ in range(args.repeat):  # alternated, so a change of load hits all four
         t0 = time.perf_counter()
         con.sql(
             "SELECT sum(rank), count(neg_id), count(key_step), count(query_id), max(epoch) "
             "FROM pairs"
         ).fetchall()
         scans.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        keycount.count_run(files, band.rank_intervals(4096), threads=args.threads)
+        runs.append(time.perf_counter() - t0)
         t0 = time.perf_counter()
         keys = count_keys(con, ["sim"], 4096, band)
         counts.append(time.perf_counter() - t0)
@@ -140,6 +146,8 @@ def part_count(args: argparse.Namespace) -> dict[str, Any]:
         "pairs": n,
         "keys": keys.n_keys,
         "scan_seconds": min(scans),
+        "run_seconds": min(runs),
+        "run_all": runs,
         "count_seconds": min(counts),
         "count_all": counts,
         "sql_seconds": min(sqls),
@@ -249,6 +257,7 @@ def speed(args: argparse.Namespace) -> None:
         return
     pairs = float(count["pairs"])
     rate_scan = pairs / float(count["scan_seconds"]) / 1e6
+    rate_run = pairs / float(count["run_seconds"]) / 1e6
     rate_count = pairs / float(count["count_seconds"]) / 1e6
     rate_sql = pairs / float(count["sql_seconds"]) / 1e6
     print(
@@ -259,20 +268,24 @@ def speed(args: argparse.Namespace) -> None:
     for what, secs, rate in (
         ("bare DuckDB scan of the columns", count["scan_seconds"], rate_scan),
         ("count_keys, SQL reference (DuckDB)", count["sql_seconds"], rate_sql),
-        ("count_keys (files: keycount)", count["count_seconds"], rate_count),
+        ("counting: keycount.count_run", count["run_seconds"], rate_run),
+        ("count_keys (counting + strata, fits)", count["count_seconds"], rate_count),
     ):
         print(f"{what:<40}{secs:>10.2f}{rate:>12.1f}")
-    for what, key in (("SQL", "sql_all"), ("files", "count_all")):
+    for what, key in (("SQL", "sql_all"), ("count_run", "run_all"), ("count_keys", "count_all")):
         median = statistics.median(float(t) for t in count[key])
         print(
             f"  {what}: every repetition {', '.join(f'{t:.2f}' for t in count[key])} s; median "
             f"{median:.2f} s ({pairs / median / 1e6:.1f} M pairs/s)"
         )
     print(
-        f"  ratio files / SQL: {rate_count / rate_sql:.2f}; count / scan: "
+        f"  ratio count_keys files / SQL: {rate_count / rate_sql:.2f}; count / scan: "
         f"{rate_count / rate_scan:.2f}; peak RSS {count['rss_mib']:.0f} MiB"
     )
-    print(f"  target >= 50 M pairs/s: {'MET' if rate_count >= 50 else 'NOT MET'}")
+    print(
+        f"  target >= 50 M pairs/s: counting {'MET' if rate_run >= 50 else 'NOT MET'}, "
+        f"with the key table {'MET' if rate_count >= 50 else 'NOT MET'}"
+    )
     print(load())
     sh = run_part(args, "shuffle")
     if "error" not in sh:
