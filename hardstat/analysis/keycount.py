@@ -394,7 +394,9 @@ def _band_counts(
     rank != 0 here, so as an unsigned number a rank <= hi is 1 <= rank <= hi."""
     hit = scratch.buf("hit", flat.size, bool)
     unsigned = np.dtype(f"u{flat.itemsize}")
-    if len(intervals) == 1 and intervals[0][0] == 0:  # a band from the hardest: one compare
+    if any(lo < 0 or hi > np.iinfo(flat.dtype).max for lo, hi in intervals):
+        hit[:] = _in_band(flat, intervals)  # bounds beyond the ranks' type: compare as written
+    elif len(intervals) == 1 and intervals[0][0] == 0:  # a band from the hardest: one compare
         np.less_equal(flat.view(unsigned), intervals[0][1], out=hit)
     else:
         hit.fill(False)

@@ -353,3 +353,17 @@ def test_every_kind_of_band_matches_the_sql_reference(queue_run: Path, band: str
     files, sql = both(con, ["q"], 512, band=band)
     same(files, sql)
     assert 0 < files.k.sum() <= files.m.sum()
+
+
+def test_band_bounds_beyond_the_rank_type_are_compared_as_written() -> None:
+    """The unsigned compares assume the band fits the ranks' integer type; bounds that do not
+    (a negative lo, hi past int32) take the plain comparison, as the SQL does."""
+    q = np.repeat(np.array([1, 2], np.int32), 3)
+    neg = np.array([5, 6, 7, 7, 5, 6], np.int32)
+    rank = np.array([1, -1, 3, 2, 3, -1], np.int32)  # junk ranks, still a queue layout
+    ks = np.zeros(6, np.int32)
+    for band in ([(0, 2**40)], [(2, 2**40), (0, 1)], [(-3, 2)], [(0, 2)]):
+        fast = keycount._one_queue(keycount._Rows(q, neg, rank, ks), band, keycount._Scratch())
+        assert fast is not None
+        ref = keycount._grouped(keycount._Rows(q, neg, rank, ks), band)
+        assert np.array_equal(fast[0][5], ref[0][5]), band  # k, in neg_id order both
