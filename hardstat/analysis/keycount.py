@@ -129,7 +129,7 @@ def count_run(
             table = f.read_row_group(g, columns=columns, use_threads=False)
         except (OSError, pa.ArrowException) as e:
             raise _unreadable(path, e) from e
-        ids = ranges.get("neg_id")  # every row with an id, and the largest, known in advance
+        ids = ranges.get("neg_id")  # every row has an id >= 0: known without a look
         got = _rows(
             table, legacy, epochs_here, constant.get("step"), ids is not None and ids[0] >= 0
         )
