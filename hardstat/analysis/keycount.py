@@ -34,7 +34,7 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 import pyarrow as pa
@@ -129,10 +129,11 @@ def count_run(
             table = f.read_row_group(g, columns=columns, use_threads=False)
         except (OSError, pa.ArrowException) as e:
             raise _unreadable(path, e) from e
-        ids = ranges.get("neg_id")  # every row has an id >= 0: known without a look
-        got = _rows(
-            table, legacy, epochs_here, constant.get("step"), ids is not None and ids[0] >= 0
-        )
+        try:
+            checked = _check_ranges(ranges)
+            got = _rows(table, legacy, epochs_here, constant.get("step"), checked)
+        except _OutOfRange as e:
+            raise _corrupt(path, str(e)) from e
         if got is None:
             return [], 0
         step, rows = got
@@ -178,6 +179,12 @@ def _open(path: Path) -> pq.ParquetFile:
         raise _unreadable(path, e) from e
 
 
+def _corrupt(path: Path, detail: str) -> HardstatError:
+    from hardstat.analysis import logs
+
+    return logs._corrupt(path, detail)
+
+
 def _unreadable(path: Path, e: Exception) -> HardstatError:
     """The analyses' one-line errors: permission or file-system problems as such, a file that
     cannot be decoded as corrupt (what the SQL path says through DuckDB)."""
@@ -186,6 +193,29 @@ def _unreadable(path: Path, e: Exception) -> HardstatError:
     if isinstance(e, OSError) and e.errno is not None:  # pyarrow's decoding errors have none
         return logs._unreadable(path, e)
     return logs._corrupt(path, str(e))
+
+
+class _OutOfRange(ValueError):
+    """A value no writer of the log format produces (a negative sample id, say)."""
+
+
+_ID_RANGE = {"neg_id": (0, 2**31 - 1), "key_step": (0, 2**31 - 1)}
+"""Values of the id columns the log format allows (sample ids and steps are int32 >= 0; a
+random initial key has a null key_step)."""
+
+
+def _check_ranges(ranges: dict[str, tuple[int, int]]) -> frozenset[str]:
+    """Raise :class:`_OutOfRange` if a row group's statistics show an id outside
+    :data:`_ID_RANGE`; returns the id columns they show inside it, without nulls."""
+    for column, (lo, hi) in ranges.items():
+        if column in _ID_RANGE and not (_ID_RANGE[column][0] <= lo and hi <= _ID_RANGE[column][1]):
+            raise _OutOfRange(_out_of_range(column, lo, hi))
+    return frozenset(c for c in _ID_RANGE if c in ranges)
+
+
+def _out_of_range(column: str, lo: Any, hi: Any) -> str:
+    low, high = _ID_RANGE[column]
+    return f"{column} holds values from {lo} to {hi}; the log format allows {low} to {high}"
 
 
 def _ranges(group: pq.RowGroupMetaData) -> dict[str, tuple[int, int]]:
@@ -213,24 +243,23 @@ def _rows(
     legacy: bool,
     wanted: np.ndarray | None,
     step_value: int | None = None,
-    all_ids: bool = False,
+    checked: frozenset[str] = frozenset(),
 ) -> tuple[np.ndarray | int, _Rows] | None:
     """A row group's rows with a negative's id (in the wanted epochs): step (``step_value``
     when the row group has one step and the column was not read), query_id, neg_id, rank and
-    key_step. ``all_ids``: the statistics say every neg_id is there and >= 0."""
+    key_step. ``checked``: the id columns the statistics show without nulls and in range;
+    the others are checked here (:class:`_OutOfRange`)."""
     query = table.column("query_id").to_numpy()
     step: np.ndarray | int = table.column("step").to_numpy() if step_value is None else step_value
-    neg_col = table.column("neg_id")
-    neg = pc.fill_null(neg_col, -1).to_numpy() if neg_col.null_count else neg_col.to_numpy()
+    neg = _ids(table.column("neg_id"), "neg_id" in checked, "neg_id")
     rank = table.column("rank").to_numpy()
     if legacy:
         key_step = np.broadcast_to(np.int32(step), query.shape) if isinstance(step, int) else step
     elif "key_step" not in table.column_names:  # read as null, like the SQL views do
         key_step = np.full(query.size, -1, np.int32)
     else:
-        ks_col = table.column("key_step")
-        key_step = pc.fill_null(ks_col, -1).to_numpy() if ks_col.null_count else ks_col.to_numpy()
-    if all_ids and wanted is None:
+        key_step = _ids(table.column("key_step"), "key_step" in checked, "key_step")
+    if "neg_id" in checked and wanted is None:  # every row has an id
         return step, _Rows(query, neg, rank, key_step)
     keep = neg >= 0
     if wanted is not None:
@@ -242,6 +271,22 @@ def _rows(
         if not isinstance(step, int):
             step = step[keep]
     return step, _Rows(query, neg, rank, key_step)
+
+
+def _ids(col: pa.ChunkedArray, checked: bool, name: str) -> np.ndarray:
+    """An id column as integers, -1 for a null; values outside :data:`_ID_RANGE` raise
+    :class:`_OutOfRange` (unless the statistics have ``checked`` them)."""
+    if pa.types.is_dictionary(col.type):  # ids written as a dictionary array: its values
+        col = col.cast(col.type.value_type)
+    if not checked and len(col) > col.null_count:
+        lo, hi = (v.as_py() for v in pc.min_max(col).values())
+        if not (_ID_RANGE[name][0] <= lo and hi <= _ID_RANGE[name][1]):
+            raise _OutOfRange(_out_of_range(name, lo, hi))
+    if not col.null_count:
+        return col.to_numpy()
+    if not pa.types.is_signed_integer(col.type):  # -1 needs a signed type
+        col = col.cast(pa.int64())
+    return pc.fill_null(col, -1).to_numpy()
 
 
 def _steps(

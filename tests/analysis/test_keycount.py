@@ -9,6 +9,7 @@ import re
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pytest
 from runlogs import rewrite_as_version, write_run
 from simlogs import SimSpec, simulate
@@ -367,3 +368,53 @@ def test_band_bounds_beyond_the_rank_type_are_compared_as_written() -> None:
         assert fast is not None
         ref = keycount._grouped(keycount._Rows(q, neg, rank, ks), band)
         assert np.array_equal(fast[0][5], ref[0][5]), band  # k, in neg_id order both
+
+
+def _rewritten(tmp_path: Path, name: str, column: str, values: pa.Array, **kw: object) -> Path:
+    """A 2-query x 3-key queue log whose ``column`` is replaced by ``values``."""
+    import pyarrow.parquet as pq
+
+    pairs = {
+        "step": np.ones(6, np.int32),
+        "query_id": np.repeat(np.array([0, 1], np.int32), 3),
+        "neg_id": np.array([5, 6, 7, 7, 5, 6], object),
+        "rank": np.tile(np.arange(1, 4, dtype=np.int32), 2),
+        "similarity": np.zeros(6, np.float32),
+        "in_band": np.ones(6, bool),
+        "key_step": np.zeros(6, object),
+    }
+    run = write_run(tmp_path / name, "x", queue_size=3, pairs=pairs, labels=np.arange(40) % 10)
+    (part,) = sorted((run / "pairs").glob("*.parquet"))
+    t = pq.read_table(part)
+    i = t.column_names.index(column)
+    t = t.set_column(i, pa.field(column, values.type), values)
+    part.unlink()
+    pq.write_table(t, part, **kw)  # type: ignore[arg-type]
+    return run
+
+
+@pytest.mark.parametrize("stats", [True, False])
+def test_ids_outside_the_format_are_one_line_errors(tmp_path: Path, stats: bool) -> None:
+    """A negative sample id or key step (which no writer of the format produces) stops the
+    count with the corrupt-file line, found in the statistics or, without them, in the data;
+    ids of another integer type, nulls included, count as the SQL does."""
+    bad = {
+        "neg_id": pa.array([5, -6, 7, 7, 5, -6], pa.int32()),
+        "key_step": pa.array([-2] * 6, pa.int32()),
+    }
+    for column, values in bad.items():
+        run = _rewritten(tmp_path, f"{column}-{stats}", column, values, write_statistics=stats)
+        con = logs.connect(logs.find_runs([run]))
+        with pytest.raises(CorruptLogError, match=f"{column} holds values from -") as e:
+            count_keys(con, ["x"], 3, parse_band("0-50"))
+        assert "\n" not in str(e.value)
+    fine = {
+        "u32": pa.array([5, None, 7, 7, 5, 6], pa.uint32()),
+        "dict": pa.array([5, None, 7, 7, 5, 6], pa.int32()).dictionary_encode(),
+    }
+    for name, values in fine.items():
+        run = _rewritten(tmp_path, f"{name}-{stats}", "neg_id", values, write_statistics=stats)
+        con = logs.connect(logs.find_runs([run]))
+        files, sql = both(con, ["x"], 3, band="0-50")
+        same(files, sql)
+        assert files.m.sum() == 5  # the null's row left out
