@@ -282,14 +282,13 @@ def count_keys(
         moved = helper.submit(sums, col, order)
         stratum, neg, key_step = stratum[order], neg[order], ks_values[ks_id[order]]
         del ks_id
-        cell, label = cells[stratum] // n_labels, label_of[neg]
-        run, step = cell // max(steps.size, 1), steps[cell % max(steps.size, 1)]
-        del cell
+        block, label = cells[stratum] // n_labels, label_of[neg]  # (run, step) dense
+        run, step = block // max(steps.size, 1), steps[block % max(steps.size, 1)]
         m, h_sum, h_sq, k = moved.result()
         del col, order
 
         def fitted() -> tuple[stats.AdditiveFit, np.ndarray, np.ndarray]:
-            fit = stats.AdditiveFit(m, run * (1 << 32) + step, label, key_step)
+            fit = stats.AdditiveFit(m, block, label, key_step)
             return fit, fit.fitted(h_sum / m), fit.fitted(k / m)
 
         fits = helper.submit(fitted)

@@ -53,9 +53,6 @@ class _Rows(NamedTuple):
     neg: np.ndarray
     rank: np.ndarray
     key_step: np.ndarray
-    # a self-negative pair (neg_id = query_id): counted, then left out; None: not yet looked
-    # for (the queue path finds them from the keys, without a pass over the rows)
-    own: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -192,7 +189,7 @@ def _unreadable(path: Path, e: Exception) -> HardstatError:
 
     if isinstance(e, OSError) and e.errno is not None:  # pyarrow's decoding errors have none
         return logs._unreadable(path, e)
-    return logs._corrupt(path, str(e))
+    return _corrupt(path, str(e))
 
 
 class _OutOfRange(ValueError):
@@ -302,8 +299,7 @@ def _steps(
         values = step[bounds[:-1]].tolist()
     out, n_self = [], 0
     for a, z, value in zip(bounds[:-1], bounds[1:], values, strict=True):
-        own = None if rows.own is None else rows.own[a:z]
-        part = _Rows(rows.query[a:z], rows.neg[a:z], rows.rank[a:z], rows.key_step[a:z], own)
+        part = _Rows(*(c[a:z] for c in rows))
         got = _one_queue(part, intervals, scratch)
         if got is None:
             got = _grouped(part, intervals)
@@ -360,7 +356,7 @@ def _one_queue(
     """The queue layout: Q queries, each with its rows together, all ranking the same n keys.
     ``((neg, key_step, m, r1, r2, k), self-negative pairs)``, or None when the rows have
     another shape."""
-    query, neg, rank, key_step, _ = rows
+    query, neg, rank, key_step = rows
     size = query.size
     n = int(np.argmax(query != query[0])) or size  # rows of the first query
     if size % n:
@@ -459,9 +455,8 @@ def _grouped(
     rows: _Rows, intervals: Sequence[tuple[int, int]]
 ) -> tuple[tuple[np.ndarray, ...], int]:
     """Any rows: group by (neg_id, key_step) by sorting. ``(sums, self-negative pairs)``."""
-    query, neg, rank, key_step, own = rows
-    if own is None:
-        own = neg == query
+    query, neg, rank, key_step = rows
+    own = neg == query  # self-negatives: counted, then left out
     if own.any():
         neg, rank, key_step = neg[~own], rank[~own], key_step[~own]
     code = (neg.astype(np.int64) << 32) | (key_step.astype(np.int64) + 1)

@@ -103,29 +103,19 @@ def test_rows_of_another_shape_fall_back_to_grouping(tmp_path: Path) -> None:
     n = np.array([5, 6, 7, 7, 5, 5])  # query 2 ranks key 5 twice and never key 6
     r = np.array([1, 2, 3, 1, 2, 3])
     ks = np.zeros(6, np.int64)
-    own = np.zeros(6, bool)
-    assert keycount._one_queue(keycount._Rows(q, n, r, ks, own), [(0, 1)], scratch) is None
+    assert keycount._one_queue(keycount._Rows(q, n, r, ks), [(0, 1)], scratch) is None
     assert (
-        keycount._one_queue(keycount._Rows(q[:5], n[:5], r[:5], ks[:5], own[:5]), [(0, 1)], scratch)
-        is None
+        keycount._one_queue(keycount._Rows(q[:5], n[:5], r[:5], ks[:5]), [(0, 1)], scratch) is None
     )
     # queries interleaved rather than each with its rows together
     q2, n2 = np.array([1, 2, 1, 2]), np.array([5, 5, 6, 6])
     r2, z = np.array([1, 1, 2, 2]), np.zeros(4, np.int64)
-    assert (
-        keycount._one_queue(keycount._Rows(q2, n2, r2, z, z.astype(bool)), [(0, 1)], scratch)
-        is None
-    )
+    assert keycount._one_queue(keycount._Rows(q2, n2, r2, z), [(0, 1)], scratch) is None
     # a key of another step under the same id, in another query
     ks3 = np.array([0, 0, 0, 0, 0, 9])
     q3, n3, r3 = np.array([1, 1, 1, 2, 2, 2]), np.array([5, 6, 7, 7, 6, 5]), np.tile([1, 2, 3], 2)
-    assert (
-        keycount._one_queue(keycount._Rows(q3, n3, r3, ks3, np.zeros(6, bool)), [(0, 1)], scratch)
-        is None
-    )
-    (neg, key_step, m, r1, r2, k), n_self = keycount._grouped(
-        keycount._Rows(q, n, r, ks, own), [(0, 1)]
-    )
+    assert keycount._one_queue(keycount._Rows(q3, n3, r3, ks3), [(0, 1)], scratch) is None
+    (neg, key_step, m, r1, r2, k), n_self = keycount._grouped(keycount._Rows(q, n, r, ks), [(0, 1)])
     assert n_self == 0
     assert neg.tolist() == [5, 6, 7] and key_step.tolist() == [0, 0, 0]
     assert m.tolist() == [3, 1, 2] and r1.tolist() == [6, 2, 4] and r2.tolist() == [14, 4, 10]
